@@ -1,0 +1,147 @@
+//! Machine-readable codes: why a handshake was refused, why a connection or a
+//! room membership ended.
+
+use std::fmt;
+
+/// Why the server refused a handshake (`REFUSED` frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefuseReason {
+    /// Another client of the room already holds this name.
+    NameTaken,
+    /// The name breaks the naming rules (empty, too long, control characters).
+    InvalidName,
+    /// The room name breaks the naming rules.
+    InvalidRoom,
+    /// The server does not speak the protocol version the client asked for.
+    UnsupportedVersion,
+    /// The server holds its maximum number of connections.
+    ServerFull,
+    /// The room holds its maximum number of members.
+    RoomFull,
+    /// A code this version of the library does not know.
+    Unknown(u8),
+}
+
+impl RefuseReason {
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::NameTaken => 1,
+            Self::InvalidName => 2,
+            Self::InvalidRoom => 3,
+            Self::UnsupportedVersion => 4,
+            Self::ServerFull => 5,
+            Self::RoomFull => 6,
+            Self::Unknown(c) => c,
+        }
+    }
+
+    /// The reason a wire code stands for.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            1 => Self::NameTaken,
+            2 => Self::InvalidName,
+            3 => Self::InvalidRoom,
+            4 => Self::UnsupportedVersion,
+            5 => Self::ServerFull,
+            6 => Self::RoomFull,
+            c => Self::Unknown(c),
+        }
+    }
+}
+
+impl fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NameTaken => f.write_str("name taken"),
+            Self::InvalidName => f.write_str("invalid name"),
+            Self::InvalidRoom => f.write_str("invalid room name"),
+            Self::UnsupportedVersion => f.write_str("unsupported protocol version"),
+            Self::ServerFull => f.write_str("server full"),
+            Self::RoomFull => f.write_str("room full"),
+            Self::Unknown(c) => write!(f, "refused (code {c})"),
+        }
+    }
+}
+
+/// Why a connection closed (`GOODBYE` frame) or a member left a room (`LEFT`
+/// frame). The same codes serve both, so a client that was dropped and the
+/// room that saw it go read the same reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed on purpose.
+    Normal,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The recipient stayed unwritable past the write deadline, or let too
+    /// much undeliverable data pile up.
+    SlowConsumer,
+    /// The peer stopped answering keepalive pings.
+    Timeout,
+    /// The client kept sending far above the allowed rate.
+    RateLimit,
+    /// The peer sent bytes that break the protocol.
+    ProtocolError,
+    /// The connection failed or was closed without a goodbye.
+    ConnectionLost,
+    /// A code this version of the library does not know.
+    Unknown(u8),
+}
+
+impl CloseReason {
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Normal => 0,
+            Self::ServerShutdown => 1,
+            Self::SlowConsumer => 2,
+            Self::Timeout => 3,
+            Self::RateLimit => 4,
+            Self::ProtocolError => 5,
+            Self::ConnectionLost => 6,
+            Self::Unknown(c) => c,
+        }
+    }
+
+    /// The reason a wire code stands for.
+    pub fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::Normal,
+            1 => Self::ServerShutdown,
+            2 => Self::SlowConsumer,
+            3 => Self::Timeout,
+            4 => Self::RateLimit,
+            5 => Self::ProtocolError,
+            6 => Self::ConnectionLost,
+            c => Self::Unknown(c),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Normal => f.write_str("left"),
+            Self::ServerShutdown => f.write_str("server shutting down"),
+            Self::SlowConsumer => f.write_str("slow consumer"),
+            Self::Timeout => f.write_str("timed out"),
+            Self::RateLimit => f.write_str("rate limit"),
+            Self::ProtocolError => f.write_str("protocol error"),
+            Self::ConnectionLost => f.write_str("connection lost"),
+            Self::Unknown(c) => write!(f, "closed (code {c})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for c in 0..=255u8 {
+            assert_eq!(RefuseReason::from_code(c).code(), c);
+            assert_eq!(CloseReason::from_code(c).code(), c);
+        }
+    }
+}
