@@ -1,1 +1,161 @@
-//! relais-server
+//! The relais server.
+//!
+//! - [`relay`]: the transport-agnostic core: rooms, members, latest-wins
+//!   fan-out, the late-joiner snapshot.
+//! - [`outbox`]: each recipient's conflating queue.
+//! - [`session`]: one connection's life (handshake, reader, writer, goodbye),
+//!   generic over a [`session::FrameSource`]/[`session::FrameSink`] pair.
+//! - [`tcp`]: the TCP transport.
+//! - [`Server`]: accept loops, the connection limit, graceful shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7777").await?;
+//! let server = relais_server::Server::new(relais_server::Config::default());
+//! server.serve_tcp(listener, async { let _ = tokio::signal::ctrl_c().await; }).await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod outbox;
+pub mod relay;
+pub mod session;
+pub mod tcp;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relais_protocol::RefuseReason;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+pub use config::Config;
+pub use relay::Relay;
+
+/// A relais server: one relay, any number of listeners, one shutdown.
+///
+/// Cloning gives another handle on the same server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    relay: Arc<Relay>,
+    config: Arc<Config>,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Server {
+    /// A server with the given limits, serving nothing yet.
+    pub fn new(config: Config) -> Self {
+        Self {
+            relay: Arc::new(Relay::new()),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The relay core, for inspection (room and member counts).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// How many connections are open (handshaking or registered).
+    pub fn connection_count(&self) -> usize {
+        self.config.max_connections - self.connections.available_permits()
+    }
+
+    /// Accepts TCP clients on `listener` until `stop` completes (or
+    /// [`shutdown`](Self::shutdown) is called), then shuts the whole server
+    /// down gracefully: every client receives a goodbye with reason "server
+    /// shutting down" after what was pending for it, within the grace period.
+    pub async fn serve_tcp(&self, listener: TcpListener, stop: impl Future<Output = ()>) {
+        tokio::select! {
+            () = self.accept_tcp(listener) => {}
+            () = stop => {}
+        }
+        self.shutdown().await;
+    }
+
+    /// Starts the graceful shutdown and waits until every connection has
+    /// ended (bounded by the grace period plus the linger time).
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// The accept loop. Returns when the server shuts down.
+    async fn accept_tcp(&self, listener: TcpListener) {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening (tcp)");
+        }
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = self.shutdown.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(10);
+                    conn
+                }
+                Err(e) if is_per_connection(&e) => {
+                    debug!(error = %e, "accept failed for one connection");
+                    continue;
+                }
+                Err(e) => {
+                    // Typically EMFILE/ENFILE: out of descriptors. Waiting
+                    // (not spinning) lets connections close and free some.
+                    warn!(error = %e, ?backoff, "accept failed; pausing");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let (source, sink) = tcp::split(stream);
+            let permit = self.connections.clone().try_acquire_owned();
+            let (relay, config, shutdown) = (
+                self.relay.clone(),
+                self.config.clone(),
+                self.shutdown.clone(),
+            );
+            self.tasks.spawn(async move {
+                match permit {
+                    Ok(_permit) => session::run(source, sink, relay, config, shutdown).await,
+                    Err(_) => {
+                        debug!(%peer, "server full");
+                        session::refuse_connection(source, sink, RefuseReason::ServerFull, &config)
+                            .await
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Accept errors that concern only the connection being accepted.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}

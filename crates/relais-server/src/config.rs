@@ -1,0 +1,41 @@
+//! Server limits and timeouts.
+
+use std::time::Duration;
+
+/// Limits and timeouts of a relais server. `Config::default()` gives the
+/// documented defaults (see `SECURITY.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Most connections served at once. Past it, a new connection gets the
+    /// refusal "server full" and is closed.
+    pub max_connections: usize,
+    /// How long a new connection has to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// After this long without receiving anything from a client, the server
+    /// pings it; after two unanswered pings the client is dropped.
+    pub keepalive_interval: Duration,
+    /// A recipient whose socket accepts none of a batch for this long is
+    /// dropped as a slow consumer.
+    pub write_deadline: Duration,
+    /// Most bytes that may wait in one recipient's outbox; past it the
+    /// recipient is dropped as a slow consumer. Conflation keeps one message
+    /// per sender, so this is only reached by a recipient that has stopped
+    /// reading in a room of many large senders.
+    pub max_pending_bytes: usize,
+    /// On shutdown, how long clients get to receive what is pending and the
+    /// goodbye before their connections are cut.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            write_deadline: Duration::from_secs(5),
+            max_pending_bytes: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! One client's session, from handshake to goodbye, generic over the
+//! transport. A transport supplies a [`FrameSource`] (frame bodies in) and a
+//! [`FrameSink`] (encoded frames out); TCP is one such pair, WebSocket another,
+//! and tests can use in-memory pipes.
+//!
+//! A session runs two loops in one task: the reader (frames from the client
+//! into the relay) and the writer (the client's [`Outbox`] onto its socket).
+//! Whichever ends first decides the close reason; the session then leaves the
+//! room, and the writer gets a bounded time to send a goodbye.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use relais_protocol::{
+    validate_name, validate_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
+    RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, Instrument};
+
+use crate::outbox::Outbox;
+use crate::relay::{Membership, Relay};
+use crate::Config;
+
+/// Frame bodies from a client, whatever the transport.
+pub trait FrameSource: Send {
+    /// The next frame body (type byte first, no length prefix), or `None` when
+    /// the client closed the stream between frames. Must be cancel-safe: the
+    /// session calls it under timeouts.
+    fn next_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, ReadError>> + Send;
+
+    /// Changes the largest frame body accepted (small before the handshake).
+    fn set_max_frame_len(&mut self, max: usize);
+}
+
+/// Encoded frames to a client, whatever the transport.
+pub trait FrameSink: Send {
+    /// Writes a batch of encoded frames (each with its length prefix), in
+    /// order, with as few system calls as the transport allows.
+    fn send_batch(&mut self, frames: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Closes the sending direction once everything is written.
+    fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The byte stream broke the framing rules.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The transport failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The transport carried something that is not a protocol frame (for
+    /// WebSocket: a text message, or a message larger than the limit).
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// After its last frame, a connection keeps reading (and discarding) for at
+/// most this long, waiting for the client to close its side: closing a socket
+/// with unread input resets the connection, which can destroy the goodbye in
+/// flight.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves one client until it leaves, fails, or `shutdown` fires.
+pub async fn run<S: FrameSource, W: FrameSink>(
+    mut source: S,
+    mut sink: W,
+    relay: Arc<Relay>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    serve(&mut source, &mut sink, relay, config, shutdown).await;
+    linger(&mut source).await;
+}
+
+/// Answers a connection the server cannot take with `reason` (e.g. server
+/// full): reads its handshake, refuses it, closes.
+pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
+    mut source: S,
+    mut sink: W,
+    reason: RefuseReason,
+    config: &Config,
+) {
+    if let Ok(Ok(Some(_))) =
+        tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
+    {
+        refuse(&mut sink, reason, &reason.to_string()).await;
+        linger(&mut source).await;
+    }
+}
+
+async fn linger<S: FrameSource>(source: &mut S) {
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(Some(_)) = source.next_frame().await {}
+    })
+    .await;
+}
+
+async fn serve<S: FrameSource, W: FrameSink>(
+    source: &mut S,
+    sink: &mut W,
+    relay: Arc<Relay>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let first = tokio::select! {
+        r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
+        () = shutdown.cancelled() => return,
+    };
+    let hello = match first {
+        Err(_) => {
+            debug!("handshake timed out");
+            return say_goodbye(sink, CloseReason::Timeout, "handshake timed out").await;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return protocol_error(sink, &e.to_string()).await,
+        Ok(Ok(Some(body))) => match ClientFrame::decode(body) {
+            Ok(ClientFrame::Hello(hello)) => hello,
+            Ok(ClientFrame::ListRooms) => return send_room_list(sink, &relay).await,
+            Ok(other) => {
+                return protocol_error(sink, &format!("expected HELLO, got {other:?}")).await
+            }
+            Err(DecodeError::InvalidUtf8 { field }) => {
+                let reason = if field == "room" {
+                    RefuseReason::InvalidRoom
+                } else {
+                    RefuseReason::InvalidName
+                };
+                return refuse(sink, reason, &format!("{field} is not valid UTF-8")).await;
+            }
+            Err(e) => return protocol_error(sink, &e.to_string()).await,
+        },
+    };
+
+    let outbox = Arc::new(Outbox::new(config.max_pending_bytes));
+    let membership = match admit(&relay, &hello, outbox.clone()) {
+        Ok(m) => m,
+        Err((reason, text)) => {
+            debug!(name = %hello.name, %reason, "refused");
+            return refuse(sink, reason, &text).await;
+        }
+    };
+    let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
+    source.set_max_frame_len(MAX_FRAME_LEN);
+    relay_member(source, sink, relay, config, shutdown, membership, outbox)
+        .instrument(span)
+        .await;
+}
+
+/// The life of a registered member: relay its frames, write its outbox.
+async fn relay_member<S: FrameSource, W: FrameSink>(
+    source: &mut S,
+    sink: &mut W,
+    relay: Arc<Relay>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    membership: Membership,
+    outbox: Arc<Outbox>,
+) {
+    info!("joined");
+    let writer = write_loop(&outbox, sink, config.write_deadline);
+    tokio::pin!(writer);
+    let reason = tokio::select! {
+        reason = read_loop(source, &relay, &membership, &outbox, &config) => reason,
+        reason = &mut writer => reason,
+        () = shutdown.cancelled() => CloseReason::ServerShutdown,
+    };
+    relay.leave(membership, reason);
+    info!(%reason, "left");
+    // The writer sends what is waiting and then the goodbye, unless it is the
+    // one that failed (a dead or stalled socket gets no goodbye).
+    if !matches!(
+        reason,
+        CloseReason::SlowConsumer | CloseReason::ConnectionLost
+    ) {
+        outbox.close(reason);
+        let _ = tokio::time::timeout(config.shutdown_grace, &mut writer).await;
+    }
+}
+
+/// Validates a handshake and registers the client.
+fn admit(
+    relay: &Relay,
+    hello: &Hello,
+    outbox: Arc<Outbox>,
+) -> Result<Membership, (RefuseReason, String)> {
+    if hello.version != VERSION {
+        return Err((
+            RefuseReason::UnsupportedVersion,
+            format!("this server speaks version {VERSION}"),
+        ));
+    }
+    validate_name(&hello.name).map_err(|e| (RefuseReason::InvalidName, e.to_string()))?;
+    let room = if hello.room.is_empty() {
+        DEFAULT_ROOM
+    } else {
+        validate_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?;
+        &hello.room
+    };
+    relay
+        .join(room, &hello.name, hello.echo, outbox)
+        .map_err(|reason| (reason, format!("{reason}")))
+}
+
+/// Reads frames from the client until it leaves or misbehaves; returns why.
+async fn read_loop<S: FrameSource>(
+    source: &mut S,
+    relay: &Relay,
+    membership: &Membership,
+    outbox: &Outbox,
+    config: &Config,
+) -> CloseReason {
+    let ping = ServerFrame::Ping.to_bytes();
+    let pong = ServerFrame::Pong.to_bytes();
+    let mut unanswered_pings = 0u32;
+    loop {
+        let frame = match tokio::time::timeout(config.keepalive_interval, source.next_frame()).await
+        {
+            Err(_) => {
+                if unanswered_pings >= 2 {
+                    return CloseReason::Timeout;
+                }
+                unanswered_pings += 1;
+                outbox.push_event(ping.clone());
+                continue;
+            }
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => return CloseReason::ConnectionLost,
+            Ok(Err(ReadError::Io(e))) => {
+                debug!(error = %e, "read failed");
+                return CloseReason::ConnectionLost;
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "bad frame");
+                return CloseReason::ProtocolError;
+            }
+        };
+        unanswered_pings = 0;
+        match ClientFrame::decode(frame) {
+            Ok(ClientFrame::Data(payload)) => relay.publish(membership, &payload),
+            Ok(ClientFrame::Ping) => outbox.push_event(pong.clone()),
+            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Goodbye(..)) => return CloseReason::Normal,
+            Ok(other @ (ClientFrame::Hello(_) | ClientFrame::ListRooms)) => {
+                debug!(frame = ?other, "handshake frame after the handshake");
+                return CloseReason::ProtocolError;
+            }
+            Err(e) => {
+                debug!(error = %e, "bad frame");
+                return CloseReason::ProtocolError;
+            }
+        }
+    }
+}
+
+/// Writes whatever waits in the outbox, batch by batch, until the outbox is
+/// closed (then a goodbye follows) or the socket fails or stalls.
+async fn write_loop<W: FrameSink>(
+    outbox: &Outbox,
+    sink: &mut W,
+    write_deadline: Duration,
+) -> CloseReason {
+    let mut batch = Vec::new();
+    loop {
+        let closed = outbox.drain(&mut batch);
+        if closed == Some(CloseReason::SlowConsumer) {
+            return CloseReason::SlowConsumer;
+        }
+        if !batch.is_empty() {
+            match tokio::time::timeout(write_deadline, sink.send_batch(&batch)).await {
+                Err(_) => return CloseReason::SlowConsumer,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "write failed");
+                    return CloseReason::ConnectionLost;
+                }
+                Ok(Ok(())) => batch.clear(),
+            }
+        }
+        if let Some(reason) = closed {
+            // The goodbye is best effort: the connection ends either way.
+            let _ = tokio::time::timeout(write_deadline, say_goodbye(sink, reason, "")).await;
+            return reason;
+        }
+        if batch.is_empty() {
+            outbox.wait().await;
+        }
+    }
+}
+
+/// Sends the last frames of a connection and closes it.
+async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes]) {
+    if sink.send_batch(frames).await.is_ok() {
+        let _ = sink.close().await;
+    }
+}
+
+async fn say_goodbye<W: FrameSink>(sink: &mut W, reason: CloseReason, text: &str) {
+    send_final(
+        sink,
+        &[ServerFrame::Goodbye(reason, text.to_string()).to_bytes()],
+    )
+    .await;
+}
+
+async fn protocol_error<W: FrameSink>(sink: &mut W, text: &str) {
+    debug!(%text, "protocol error before the handshake");
+    say_goodbye(sink, CloseReason::ProtocolError, text).await;
+}
+
+async fn refuse<W: FrameSink>(sink: &mut W, reason: RefuseReason, text: &str) {
+    send_final(
+        sink,
+        &[ServerFrame::Refused(reason, text.to_string()).to_bytes()],
+    )
+    .await;
+}
+
+/// Answers `LIST_ROOMS`: the rooms in as many `ROOM_LIST` frames as needed.
+async fn send_room_list<W: FrameSink>(sink: &mut W, relay: &Relay) {
+    /// Rooms per frame: 900 entries of at most 69 bytes fit in a frame.
+    const PER_FRAME: usize = 900;
+    let rooms = relay.rooms();
+    let chunks: Vec<&[relais_protocol::RoomInfo]> = if rooms.is_empty() {
+        vec![&[]]
+    } else {
+        rooms.chunks(PER_FRAME).collect()
+    };
+    let last = chunks.len() - 1;
+    let frames: Vec<Bytes> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            ServerFrame::RoomList {
+                rooms: chunk.to_vec(),
+                more: i < last,
+            }
+            .to_bytes()
+        })
+        .collect();
+    send_final(sink, &frames).await;
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real server on 127.0.0.1:0, driven by real clients.
+//! One binary with a module per area keeps link time down.
+
+mod relay;
+mod rooms;
+mod support;

@@ -1,0 +1,175 @@
+//! A server on an ephemeral port and a raw protocol client with full control
+//! over reading (so tests can stall it).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use relais_protocol::{
+    ClientFrame, FrameDecoder, Hello, RefuseReason, ServerFrame, Welcome, MAX_FRAME_LEN, VERSION,
+};
+use relais_server::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Upper bound on any single wait in a test: a guard against hangs, never a
+/// way to wait for something to happen.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub server: Server,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(config);
+        let s = server.clone();
+        let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
+        Self { addr, server, task }
+    }
+
+    /// Shuts the server down and waits for `serve_tcp` to return.
+    pub async fn stop(self) {
+        tokio::time::timeout(PATIENCE, self.server.shutdown())
+            .await
+            .expect("shutdown finishes");
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("serve_tcp returns")
+            .unwrap();
+    }
+
+    pub async fn raw(&self) -> Raw {
+        Raw::connect(self.addr, None).await
+    }
+
+    /// Joins `room` as `name` (echo on) and returns the client and its welcome.
+    pub async fn join(&self, room: &str, name: &str) -> (Raw, Welcome) {
+        let mut c = self.raw().await;
+        let w = c.hello(name, room, true).await.expect("welcome");
+        (c, w)
+    }
+}
+
+pub struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Raw {
+    /// Connects; with `recv_buffer`, the socket's receive buffer is made
+    /// that small (so a client that stops reading stalls the server soon).
+    pub async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let stream = socket.connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(MAX_FRAME_LEN),
+        }
+    }
+
+    pub async fn send(&mut self, frame: ClientFrame) {
+        self.stream.write_all(&frame.to_bytes()).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn data(&mut self, payload: impl Into<Bytes>) {
+        self.send(ClientFrame::Data(payload.into())).await;
+    }
+
+    /// Sends a HELLO and returns the server's answer.
+    pub async fn hello(
+        &mut self,
+        name: &str,
+        room: &str,
+        echo: bool,
+    ) -> Result<Welcome, (RefuseReason, String)> {
+        self.send(ClientFrame::Hello(Hello {
+            version: VERSION,
+            name: name.into(),
+            room: room.into(),
+            echo,
+        }))
+        .await;
+        match self.next().await {
+            Some(ServerFrame::Welcome(w)) => Ok(w),
+            Some(ServerFrame::Refused(r, text)) => Err((r, text)),
+            other => panic!("expected WELCOME or REFUSED, got {other:?}"),
+        }
+    }
+
+    /// The next frame, or `None` once the server closed the connection
+    /// (cleanly or not).
+    pub async fn next(&mut self) -> Option<ServerFrame> {
+        tokio::time::timeout(PATIENCE, self.next_unbounded())
+            .await
+            .expect("a frame or the end of the connection within PATIENCE")
+    }
+
+    async fn next_unbounded(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Some(body) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(ServerFrame::decode(body).unwrap());
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The next relayed message as (sender, payload), skipping keepalives.
+    /// Panics on anything else.
+    pub async fn message(&mut self) -> (String, Bytes) {
+        loop {
+            match self.next().await {
+                Some(ServerFrame::Message { sender, payload }) => return (sender, payload),
+                Some(ServerFrame::Ping | ServerFrame::Pong) => {}
+                other => panic!("expected a MESSAGE, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the connection ends; returns the last frame seen.
+    pub async fn until_closed(&mut self) -> Option<ServerFrame> {
+        let mut last = None;
+        while let Some(f) = self.next().await {
+            last = Some(f);
+        }
+        last
+    }
+
+    /// Closes the socket abruptly (no goodbye).
+    pub fn drop_abruptly(self) {
+        drop(self.stream);
+    }
+}
+
+/// A payload carrying a sequence number (and padding up to `size` bytes).
+pub fn seq_payload(seq: u32, size: usize) -> Bytes {
+    let mut v = vec![0u8; size.max(4)];
+    v[..4].copy_from_slice(&seq.to_be_bytes());
+    Bytes::from(v)
+}
+
+pub fn seq_of(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(payload[..4].try_into().unwrap())
+}
