@@ -25,6 +25,18 @@ pub struct Config {
     /// On shutdown, how long clients get to receive what is pending and the
     /// goodbye before their connections are cut.
     pub shutdown_grace: Duration,
+    /// Messages a second one client may send. Above it, the excess is
+    /// conflated: only the newest over-rate message is kept and relayed as
+    /// soon as the rate allows.
+    pub max_message_rate: u32,
+    /// Messages a client may send at once above the rate (the bucket size).
+    pub message_burst: u32,
+    /// A client that sends more than `flood_factor` × `max_message_rate`
+    /// messages a second for `flood_seconds` seconds in a row is dropped with
+    /// reason "rate limit".
+    pub flood_factor: u32,
+    /// See `flood_factor`.
+    pub flood_seconds: u32,
 }
 
 impl Default for Config {
@@ -36,6 +48,10 @@ impl Default for Config {
             write_deadline: Duration::from_secs(5),
             max_pending_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            max_message_rate: 120,
+            message_burst: 120,
+            flood_factor: 4,
+            flood_seconds: 5,
         }
     }
 }

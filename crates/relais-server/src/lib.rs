@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod outbox;
+pub mod rate;
 pub mod relay;
 pub mod session;
 pub mod tcp;

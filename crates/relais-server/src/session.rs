@@ -18,10 +18,12 @@ use relais_protocol::{
     validate_name, validate_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
     RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
 };
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
 use crate::outbox::Outbox;
+use crate::rate::{FloodDetector, TokenBucket};
 use crate::relay::{Membership, Relay};
 use crate::Config;
 
@@ -219,9 +221,34 @@ async fn read_loop<S: FrameSource>(
     let ping = ServerFrame::Ping.to_bytes();
     let pong = ServerFrame::Pong.to_bytes();
     let mut unanswered_pings = 0u32;
+    let now = Instant::now();
+    let mut bucket = TokenBucket::new(config.max_message_rate, config.message_burst, now);
+    let mut flood = FloodDetector::new(
+        u64::from(config.max_message_rate) * u64::from(config.flood_factor),
+        config.flood_seconds,
+        now,
+    );
+    // The newest message sent over the rate, relayed when a token frees up.
+    let mut held: Option<Bytes> = None;
     loop {
-        let frame = match tokio::time::timeout(config.keepalive_interval, source.next_frame()).await
-        {
+        let next = async {
+            match held {
+                Some(_) => tokio::time::sleep_until(bucket.next_token_at()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let frame = tokio::select! {
+            r = tokio::time::timeout(config.keepalive_interval, source.next_frame()) => r,
+            () = next => {
+                if bucket.try_take(Instant::now()) {
+                    if let Some(payload) = held.take() {
+                        relay.publish(membership, &payload);
+                    }
+                }
+                continue;
+            }
+        };
+        let frame = match frame {
             Err(_) => {
                 if unanswered_pings >= 2 {
                     return CloseReason::Timeout;
@@ -243,7 +270,17 @@ async fn read_loop<S: FrameSource>(
         };
         unanswered_pings = 0;
         match ClientFrame::decode(frame) {
-            Ok(ClientFrame::Data(payload)) => relay.publish(membership, &payload),
+            Ok(ClientFrame::Data(payload)) => {
+                let now = Instant::now();
+                if flood.record(now) {
+                    return CloseReason::RateLimit;
+                }
+                if held.is_none() && bucket.try_take(now) {
+                    relay.publish(membership, &payload);
+                } else {
+                    held = Some(payload);
+                }
+            }
             Ok(ClientFrame::Ping) => outbox.push_event(pong.clone()),
             Ok(ClientFrame::Pong) => {}
             Ok(ClientFrame::Goodbye(..)) => return CloseReason::Normal,

@@ -1,42 +1,45 @@
-//! The TCP transport: frames straight on the byte stream.
+//! The TCP transport: frames straight on the byte stream. The source and
+//! sink are generic over any async byte stream, so tests can run sessions
+//! over in-memory pipes (`tokio::io::duplex`) with a paused clock.
 
 use std::io;
 
 use bytes::{Bytes, BytesMut};
 use relais_protocol::{FrameDecoder, MAX_HELLO_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::session::{FrameSink, FrameSource, ReadError};
 
 /// Splits a connected socket into the session's frame source and sink.
-pub fn split(stream: TcpStream) -> (TcpFrameSource, TcpFrameSink) {
+pub fn split(stream: TcpStream) -> (StreamSource<OwnedReadHalf>, StreamSink<OwnedWriteHalf>) {
     // Relayed updates are small and latency-bound: never wait to coalesce.
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
-    (
-        TcpFrameSource {
-            read,
-            buf: BytesMut::with_capacity(512),
-            decoder: FrameDecoder::new(MAX_HELLO_LEN),
-        },
-        TcpFrameSink {
-            write,
-            buf: BytesMut::new(),
-        },
-    )
+    (StreamSource::new(read), StreamSink::new(write))
 }
 
-/// Frames read from a TCP stream.
+/// Frames read from a byte stream.
 #[derive(Debug)]
-pub struct TcpFrameSource {
-    read: OwnedReadHalf,
+pub struct StreamSource<R> {
+    read: R,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
 
-impl FrameSource for TcpFrameSource {
+impl<R> StreamSource<R> {
+    /// A source that accepts only a `HELLO`-sized frame until told otherwise.
+    pub fn new(read: R) -> Self {
+        Self {
+            read,
+            buf: BytesMut::with_capacity(512),
+            decoder: FrameDecoder::new(MAX_HELLO_LEN),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> FrameSource for StreamSource<R> {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         loop {
             if let Some(body) = self.decoder.decode(&mut self.buf)? {
@@ -58,16 +61,26 @@ impl FrameSource for TcpFrameSource {
     }
 }
 
-/// Frames written to a TCP stream.
+/// Frames written to a byte stream.
 #[derive(Debug)]
-pub struct TcpFrameSink {
-    write: OwnedWriteHalf,
+pub struct StreamSink<W> {
+    write: W,
     /// Reused between batches: a batch is copied into it and written with one
     /// `write_all`, which is one system call unless the socket buffer fills.
     buf: BytesMut,
 }
 
-impl FrameSink for TcpFrameSink {
+impl<W> StreamSink<W> {
+    /// A sink writing to `write`.
+    pub fn new(write: W) -> Self {
+        Self {
+            write,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> FrameSink for StreamSink<W> {
     async fn send_batch(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if let [one] = frames {
             return self.write.write_all(one).await;

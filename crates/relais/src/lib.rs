@@ -1,1 +1,53 @@
-//! relais
+//! Blocking Rust client for relais, a real-time relay for multiplayer games.
+//!
+//! Connect, [`send`](Client::send) your latest state, [`recv`](Client::recv)
+//! everyone else's. Neither call blocks: the networking runs on two
+//! background threads the user never sees, so both fit in a game loop.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7878")?;
+//! println!("in {} with {:?}", client.room(), client.members());
+//! client.send("x=10,y=20")?;
+//! let reply = client.recv_timeout(Duration::from_secs(1))?;
+//! println!("{}: {:?}", reply.sender, reply.payload);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Queues
+//!
+//! Both directions are bounded and drop their **oldest** entry when full,
+//! counting it in [`Stats`]: the send queue ([`ClientBuilder::outbound_capacity`])
+//! and the receive queue ([`ClientBuilder::inbound_capacity`]). In a relay
+//! of live state, the newest update is the one worth keeping.
+//!
+//! # Layout
+//!
+//! - `builder.rs`: [`ClientBuilder`], the options, and the synchronous
+//!   connect and handshake.
+//! - `client.rs`: [`Client`], the handle, and what it hands out ([`Message`],
+//!   [`Event`], [`Stats`], [`Iter`]).
+//! - `shared.rs`: the state the handle and the threads share (queues, member
+//!   list, status, counters) and how they wait on it.
+//! - `worker.rs`: the reader and writer threads.
+//! - `queue.rs`: the bounded drop-oldest queue.
+//! - `error.rs`: [`ConnectError`], [`SendError`], [`RecvError`] and
+//!   [`Disconnect`].
+//!
+//! The wire format itself lives in the `relais-protocol` crate.
+
+mod builder;
+mod client;
+mod error;
+mod queue;
+mod shared;
+mod worker;
+
+pub use builder::{list_rooms, ClientBuilder};
+pub use bytes::Bytes;
+pub use client::{Client, Event, Iter, Message, Stats};
+pub use error::{ConnectError, Disconnect, RecvError, SendError};
+pub use relais_protocol::{
+    CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD,
+};

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0, driven by real clients.
 //! One binary with a module per area keeps link time down.
 
+mod client_library;
 mod relay;
 mod rooms;
 mod support;

@@ -237,7 +237,7 @@ async fn a_stalled_reader_does_not_delay_others_and_is_dropped() {
     const DEADLINE: Duration = Duration::from_secs(1);
     let s = TestServer::with_config(Config {
         write_deadline: DEADLINE,
-        ..Config::default()
+        ..unlimited()
     })
     .await;
     let mut stalled = Raw::connect(s.addr, Some(4096)).await;

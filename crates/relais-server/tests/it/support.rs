@@ -17,6 +17,15 @@ use tokio::task::JoinHandle;
 /// way to wait for something to happen.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Default limits without the inbound rate limit.
+pub fn unlimited() -> Config {
+    Config {
+        max_message_rate: u32::MAX / 16,
+        message_burst: u32::MAX / 16,
+        ..Config::default()
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub server: Server,
@@ -24,8 +33,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server with default limits, except the inbound rate limit, which
+    /// is lifted so tests of the relay semantics can send as fast as they
+    /// like (the rate policy has tests of its own).
     pub async fn start() -> Self {
-        Self::with_config(Config::default()).await
+        Self::with_config(unlimited()).await
     }
 
     pub async fn with_config(config: Config) -> Self {

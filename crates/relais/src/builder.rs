@@ -1,0 +1,311 @@
+//! Connection options and the synchronous handshake.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use relais_protocol::{
+    validate_name, validate_room, ClientFrame, FrameDecoder, Hello, RoomInfo, ServerFrame, Welcome,
+    MAX_FRAME_LEN, MAX_PAYLOAD, VERSION,
+};
+
+use crate::client::Client;
+use crate::error::{ConnectError, Disconnect};
+use crate::shared::Shared;
+use crate::worker::{self, frame_name, READ_CHUNK};
+
+/// Default for [`ClientBuilder::connect_timeout`].
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`ClientBuilder::keepalive`].
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
+/// Default for [`ClientBuilder::inbound_capacity`].
+const DEFAULT_INBOUND_CAPACITY: usize = 4096;
+/// Default for [`ClientBuilder::outbound_capacity`].
+const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
+
+/// Options for a connection; [`connect`](Self::connect) opens it.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let client = relais::Client::builder("alice")
+///     .room("arena-7")
+///     .echo(false)
+///     .connect_timeout(Duration::from_secs(2))
+///     .connect("127.0.0.1:7878")?;
+/// # Ok::<(), relais::ConnectError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect` is called"]
+pub struct ClientBuilder {
+    name: String,
+    room: String,
+    echo: bool,
+    connect_timeout: Duration,
+    keepalive: Duration,
+    inbound_capacity: usize,
+    outbound_capacity: usize,
+}
+
+impl ClientBuilder {
+    /// Options for a client registering as `name`, with every default.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            room: String::new(),
+            echo: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive: DEFAULT_KEEPALIVE,
+            inbound_capacity: DEFAULT_INBOUND_CAPACITY,
+            outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
+        }
+    }
+
+    /// The room to join. Empty (the default) joins the server's default room,
+    /// [`DEFAULT_ROOM`](crate::DEFAULT_ROOM); [`Client::room`] tells which.
+    pub fn room(mut self, room: &str) -> Self {
+        self.room = room.to_owned();
+        self
+    }
+
+    /// Whether this client receives its own messages back (default `true`;
+    /// the echo is how a client measures its round trip).
+    pub fn echo(mut self, echo: bool) -> Self {
+        self.echo = echo;
+        self
+    }
+
+    /// How long the TCP connection plus the handshake may take (default 5 s).
+    /// Name resolution is not covered: it is done by the system resolver,
+    /// which has no timeout to give it.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The keepalive interval (default 10 s). After an interval with nothing
+    /// from the server the client sends a `PING`; after three silent
+    /// intervals in a row it gives up with [`Disconnect::Timeout`].
+    /// [`Duration::ZERO`] turns keepalive off.
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// Most received events held until the user takes them (default 4096,
+    /// at least 1). When full, the **oldest** event is dropped and counted in
+    /// [`Stats::dropped_inbound`](crate::Stats::dropped_inbound).
+    pub fn inbound_capacity(mut self, capacity: usize) -> Self {
+        self.inbound_capacity = capacity;
+        self
+    }
+
+    /// Most payloads queued by [`Client::send`] and not yet written (default
+    /// 1024, at least 1). When full, the **oldest** queued payload is dropped
+    /// and counted in [`Stats::dropped_outbound`](crate::Stats::dropped_outbound):
+    /// in a real-time relay the newest state matters most.
+    pub fn outbound_capacity(mut self, capacity: usize) -> Self {
+        self.outbound_capacity = capacity;
+        self
+    }
+
+    /// Checks the names, connects, performs the handshake, and starts the
+    /// background threads. Blocks until the server has answered, or the
+    /// connect timeout has passed.
+    pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ConnectError> {
+        validate_name(&self.name).map_err(ConnectError::InvalidName)?;
+        if !self.room.is_empty() {
+            validate_room(&self.room).map_err(ConnectError::InvalidRoom)?;
+        }
+        let now = Instant::now();
+        // A timeout too long to represent as an instant is as good as none.
+        let deadline = now
+            .checked_add(self.connect_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+
+        let mut stream = open(addr, deadline)?;
+        stream.set_nodelay(true)?;
+        let hello = Hello {
+            version: VERSION,
+            name: self.name.clone(),
+            room: self.room.clone(),
+            echo: self.echo,
+        };
+        let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
+
+        stream.set_write_timeout(None)?;
+        stream.set_read_timeout((!self.keepalive.is_zero()).then_some(self.keepalive))?;
+        let max_payload = MAX_PAYLOAD.min(welcome.max_payload as usize);
+        let shared = Arc::new(Shared::new(
+            self.inbound_capacity,
+            self.outbound_capacity,
+            welcome.members,
+        ));
+
+        let writer = {
+            let (shared, stream) = (Arc::clone(&shared), stream.try_clone()?);
+            thread::Builder::new()
+                .name("relais-writer".into())
+                .spawn(move || worker::run_writer(&shared, stream))?
+        };
+        let reader = stream.try_clone().and_then(|reader_stream| {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("relais-reader".into())
+                .spawn(move || worker::run_reader(&shared, reader_stream, leftover))
+        });
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(e) => {
+                // The writer must not outlive a failed connect.
+                shared.end(Disconnect::ConnectionLost(e.to_string()));
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let _ = writer.join();
+                return Err(e.into());
+            }
+        };
+
+        Ok(Client::new(
+            self.name,
+            welcome.room,
+            max_payload,
+            shared,
+            stream,
+            reader,
+            writer,
+        ))
+    }
+}
+
+/// The time left before `deadline`, or `Timeout` if none is.
+fn remaining(deadline: Instant) -> Result<Duration, ConnectError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+        .ok_or(ConnectError::Timeout)
+}
+
+/// An I/O error during the connect phase, with socket timeouts reported as
+/// the connect timeout they stand for.
+fn io_error(e: io::Error) -> ConnectError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnectError::Timeout,
+        _ => ConnectError::Io(e),
+    }
+}
+
+/// Opens a TCP connection to the first address that accepts one.
+fn open(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream, ConnectError> {
+    let mut last_error = None;
+    for addr in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(match last_error {
+        Some(e) => io_error(e),
+        None => ConnectError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to no socket address",
+        )),
+    })
+}
+
+/// Sends `HELLO` and reads until `WELCOME` or `REFUSED`. Returns the welcome
+/// and any bytes read past it (frames the server sent right after), which
+/// belong to the reader thread.
+fn handshake(
+    stream: &mut TcpStream,
+    hello: Hello,
+    deadline: Instant,
+) -> Result<(Welcome, BytesMut), ConnectError> {
+    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    stream
+        .write_all(&ClientFrame::Hello(hello).to_bytes())
+        .map_err(io_error)?;
+
+    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+    let mut buf = BytesMut::new();
+    match read_frame(stream, &mut decoder, &mut buf, deadline)? {
+        ServerFrame::Welcome(w) if w.version == VERSION => Ok((w, buf)),
+        ServerFrame::Welcome(w) => Err(ConnectError::Protocol(format!(
+            "server speaks protocol version {}, this client {VERSION}",
+            w.version
+        ))),
+        ServerFrame::Refused(reason, message) => Err(ConnectError::Refused { reason, message }),
+        ServerFrame::Goodbye(reason, message) => {
+            tracing::debug!(%reason, %message, "server said goodbye during the handshake");
+            Err(ConnectError::Closed)
+        }
+        other => Err(ConnectError::Protocol(format!(
+            "expected WELCOME or REFUSED, got {}",
+            frame_name(&other)
+        ))),
+    }
+}
+
+/// Reads one whole frame, before `deadline`.
+fn read_frame(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<ServerFrame, ConnectError> {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        if let Some(body) = decoder
+            .decode(buf)
+            .map_err(|e| ConnectError::Protocol(e.to_string()))?
+        {
+            return ServerFrame::decode(body).map_err(|e| ConnectError::Protocol(e.to_string()));
+        }
+        stream.set_read_timeout(Some(remaining(deadline)?))?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(ConnectError::Closed),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+}
+
+/// Asks the server at `addr` for its rooms and their member counts (an
+/// operator's view; no name is registered).
+///
+/// ```no_run
+/// for room in relais::list_rooms("127.0.0.1:7777")? {
+///     println!("{}: {} members", room.name, room.members);
+/// }
+/// # Ok::<(), relais::ConnectError>(())
+/// ```
+pub fn list_rooms(addr: impl ToSocketAddrs) -> Result<Vec<RoomInfo>, ConnectError> {
+    let deadline = Instant::now() + DEFAULT_CONNECT_TIMEOUT;
+    let mut stream = open(addr, deadline)?;
+    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    stream
+        .write_all(&ClientFrame::ListRooms.to_bytes())
+        .map_err(io_error)?;
+    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+    let mut buf = BytesMut::new();
+    let mut all = Vec::new();
+    loop {
+        match read_frame(&mut stream, &mut decoder, &mut buf, deadline)? {
+            ServerFrame::RoomList { rooms, more } => {
+                all.extend(rooms);
+                if !more {
+                    return Ok(all);
+                }
+            }
+            other => {
+                return Err(ConnectError::Protocol(format!(
+                    "expected ROOM_LIST, got {}",
+                    frame_name(&other)
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The handle the user holds: [`Client`], and what it hands out.
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use relais_protocol::CloseReason;
+
+use crate::builder::ClientBuilder;
+use crate::error::{ConnectError, Disconnect, RecvError, SendError};
+use crate::shared::{Shared, Wait};
+
+/// How long [`Client::close`] lets the writer flush queued payloads.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A message relayed by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The registered name of the client that sent it, stamped by the server.
+    pub sender: String,
+    /// The payload, as sent.
+    pub payload: Bytes,
+}
+
+/// Something that happened in the room, in the order it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A relayed message.
+    Message(Message),
+    /// A member joined the room.
+    Joined(String),
+    /// A member left the room.
+    Left {
+        /// Who left.
+        name: String,
+        /// Why: [`CloseReason::Normal`] if they closed on purpose.
+        reason: CloseReason,
+    },
+}
+
+/// Counters of one connection, from [`Client::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Payloads written to the connection.
+    pub sent: u64,
+    /// Messages received from the server (including any later dropped from
+    /// a full inbound queue).
+    pub received: u64,
+    /// Queued payloads dropped, oldest first, because the outbound queue was
+    /// full (see [`ClientBuilder::outbound_capacity`]).
+    pub dropped_outbound: u64,
+    /// Received events dropped, oldest first, because the inbound queue was
+    /// full (see [`ClientBuilder::inbound_capacity`]).
+    pub dropped_inbound: u64,
+}
+
+/// A connection to a relais server.
+///
+/// Connecting is synchronous; after it, two hidden background threads do the
+/// networking: [`send`](Self::send) only queues, and [`recv`](Self::recv)
+/// only looks at what has already arrived, so both are safe to call every
+/// frame of a game loop. Both queues are bounded and drop their *oldest*
+/// entry when full (see [`ClientBuilder`]).
+///
+/// All methods but [`close`](Self::close) take `&self`: a `Client` can be
+/// shared between threads (e.g. in an `Arc`), one sending, one receiving.
+/// Dropping it closes the connection as `close` does.
+///
+/// ```no_run
+/// let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+/// client.send("hello")?;
+/// // A game loop: each frame, take whatever has arrived.
+/// loop {
+///     while let Some(msg) = client.recv() {
+///         println!("{}: {:?}", msg.sender, msg.payload);
+///     }
+///     # break;
+///     // ... simulate and render the frame ...
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    name: String,
+    room: String,
+    max_payload: usize,
+    shared: Arc<Shared>,
+    /// Kept to shut the socket down on close, which wakes both threads.
+    stream: TcpStream,
+    /// The reader and writer threads; `None` once closed.
+    workers: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl Client {
+    /// Connects to `addr` as `name`, in the default room, with default
+    /// options. Shorthand for `Client::builder(name).connect(addr)`.
+    ///
+    /// ```no_run
+    /// use relais::{Client, ConnectError, RefuseReason};
+    ///
+    /// match Client::connect("127.0.0.1:7878", "alice") {
+    ///     Ok(client) => println!("joined {} with {:?}", client.room(), client.members()),
+    ///     Err(ConnectError::Refused { reason: RefuseReason::NameTaken, .. }) => {
+    ///         println!("pick another name")
+    ///     }
+    ///     Err(e) => println!("could not connect: {e}"),
+    /// }
+    /// ```
+    pub fn connect(addr: impl std::net::ToSocketAddrs, name: &str) -> Result<Client, ConnectError> {
+        Self::builder(name).connect(addr)
+    }
+
+    /// Options for a connection registering as `name`.
+    ///
+    /// ```no_run
+    /// let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7878")?;
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn builder(name: &str) -> ClientBuilder {
+        ClientBuilder::new(name)
+    }
+
+    pub(crate) fn new(
+        name: String,
+        room: String,
+        max_payload: usize,
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        reader: JoinHandle<()>,
+        writer: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            name,
+            room,
+            max_payload,
+            shared,
+            stream,
+            workers: Mutex::new(Some((reader, writer))),
+        }
+    }
+
+    /// The name this client registered.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The room joined, as the server named it (so the default room's real
+    /// name if none was asked for).
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The largest payload [`send`](Self::send) accepts: the smaller of
+    /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) and the server's limit.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    /// Queues `payload` for the room and returns at once; a background
+    /// thread writes it. If the outbound queue is full, the oldest queued
+    /// payload is dropped to make room (see [`Stats::dropped_outbound`]).
+    ///
+    /// Anything that converts into [`Bytes`] is accepted: `Vec<u8>`,
+    /// `String`, `&'static [u8]`, `&'static str`, `Bytes`.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// let position = format!("{},{}", 10, 20);
+    /// client.send(position)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        let payload = payload.into();
+        if payload.len() > self.max_payload {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: self.max_payload,
+            });
+        }
+        if let Some(reason) = self.shared.status() {
+            return Err(SendError::Closed(reason));
+        }
+        self.shared.queue_payload(payload);
+        Ok(())
+    }
+
+    /// The oldest received message, or `None` if none is waiting. Never
+    /// blocks. Presence events queued before that message are dropped (the
+    /// member list stays current regardless); use
+    /// [`recv_event`](Self::recv_event) to see them.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// while let Some(msg) = client.recv() {
+    ///     println!("{} sent {} bytes", msg.sender, msg.payload.len());
+    /// }
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn recv(&self) -> Option<Message> {
+        self.shared.take(only_messages, Wait::Poll).ok()
+    }
+
+    /// Waits up to `timeout` for a message (see [`recv`](Self::recv)).
+    /// Messages received before a disconnect are still returned; the
+    /// `Disconnected` error comes once they are all taken.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use relais::RecvError;
+    ///
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// match client.recv_timeout(Duration::from_millis(100)) {
+    ///     Ok(msg) => println!("{}: {:?}", msg.sender, msg.payload),
+    ///     Err(RecvError::Timeout) => println!("quiet room"),
+    ///     Err(RecvError::Disconnected(why)) => println!("gone: {why}"),
+    /// }
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvError> {
+        self.shared.take(only_messages, wait_for(timeout))
+    }
+
+    /// Waits for a message until one arrives or the connection ends (see
+    /// [`recv_timeout`](Self::recv_timeout)).
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// let first = client.recv_blocking()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_blocking(&self) -> Result<Message, RecvError> {
+        self.shared.take(only_messages, Wait::Forever)
+    }
+
+    /// The oldest received event (message, join or leave), or `None` if none
+    /// is waiting. Never blocks.
+    ///
+    /// ```no_run
+    /// use relais::Event;
+    ///
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// while let Some(event) = client.recv_event() {
+    ///     match event {
+    ///         Event::Message(msg) => println!("{}: {:?}", msg.sender, msg.payload),
+    ///         Event::Joined(name) => println!("{name} joined"),
+    ///         Event::Left { name, reason } => println!("{name} left ({reason})"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn recv_event(&self) -> Option<Event> {
+        self.shared.take(Some, Wait::Poll).ok()
+    }
+
+    /// Waits up to `timeout` for an event (see
+    /// [`recv_timeout`](Self::recv_timeout) for disconnects).
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// let event = client.recv_event_timeout(std::time::Duration::from_secs(1));
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn recv_event_timeout(&self, timeout: Duration) -> Result<Event, RecvError> {
+        self.shared.take(Some, wait_for(timeout))
+    }
+
+    /// Waits for an event until one arrives or the connection ends.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// while let Ok(event) = client.recv_event_blocking() {
+    ///     println!("{event:?}");
+    /// }
+    /// println!("disconnected: {:?}", client.status());
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn recv_event_blocking(&self) -> Result<Event, RecvError> {
+        self.shared.take(Some, Wait::Forever)
+    }
+
+    /// A blocking iterator over messages; it ends when the connection has
+    /// ended and every message received before has been taken.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// for msg in client.iter() {
+    ///     println!("{}: {:?}", msg.sender, msg.payload);
+    /// }
+    /// println!("disconnected: {:?}", client.status());
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { client: self }
+    }
+
+    /// The members of the room, this client included: the list the server
+    /// sent on joining, kept current from join and leave notices whether or
+    /// not the user reads the events.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// println!("{} players here", client.members().len());
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn members(&self) -> Vec<String> {
+        self.shared.members()
+    }
+
+    /// Why the connection ended, or `None` while it is up.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// if let Some(why) = client.status() {
+    ///     println!("disconnected: {why}");
+    /// }
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn status(&self) -> Option<Disconnect> {
+        self.shared.status()
+    }
+
+    /// The connection's counters.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// let stats = client.stats();
+    /// println!("sent {}, dropped {}", stats.sent, stats.dropped_outbound);
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Closes the connection: writes the payloads still queued (giving up
+    /// after one second), says goodbye, shuts the socket down and waits for
+    /// both background threads to exit. The status becomes
+    /// [`Disconnect::Closed`] unless the connection had already ended.
+    /// Calling it again does nothing; dropping the client does the same.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// client.send("bye, all")?;
+    /// client.close(); // "bye, all" is written before the goodbye
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        // Held for the whole close, so a concurrent second call returns only
+        // once the first has finished.
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((reader, writer)) = workers.take() else {
+            return;
+        };
+        self.shared.request_close();
+        self.shared
+            .wait_writer_finished(Instant::now() + CLOSE_FLUSH_TIMEOUT);
+        // Wakes the reader from `read()`, and the writer from a `write()`
+        // that outlived the flush deadline.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        for handle in [writer, reader] {
+            if handle.join().is_err() {
+                tracing::error!("a relais client thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A blocking iterator over a client's messages, from [`Client::iter`].
+#[derive(Debug)]
+pub struct Iter<'a> {
+    client: &'a Client,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        self.client.recv_blocking().ok()
+    }
+}
+
+impl<'a> IntoIterator for &'a Client {
+    type Item = Message;
+    type IntoIter = Iter<'a>;
+
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+fn only_messages(event: Event) -> Option<Message> {
+    match event {
+        Event::Message(msg) => Some(msg),
+        _ => None,
+    }
+}
+
+/// A wait of `timeout` from now; one too long to represent never ends.
+fn wait_for(timeout: Duration) -> Wait {
+    Instant::now()
+        .checked_add(timeout)
+        .map_or(Wait::Forever, Wait::Until)
+}

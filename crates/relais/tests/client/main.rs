@@ -1,0 +1,316 @@
+//! The client against a scripted fake server: handshake, messages,
+//! presence, keepalive, and every way a connection ends.
+
+mod fake_server;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fake_server::{message, Script, PATIENCE};
+use relais::{
+    Client, CloseReason, ConnectError, Disconnect, Event, Message, NameError, RecvError,
+    RefuseReason, SendError, DEFAULT_ROOM, MAX_PAYLOAD,
+};
+use relais_protocol::{ClientFrame, ServerFrame};
+
+fn msg(sender: &str, payload: &'static str) -> Message {
+    Message {
+        sender: sender.into(),
+        payload: Bytes::from_static(payload.as_bytes()),
+    }
+}
+
+fn data(payload: &'static str) -> ClientFrame {
+    ClientFrame::Data(Bytes::from_static(payload.as_bytes()))
+}
+
+fn goodbye() -> ClientFrame {
+    ClientFrame::Goodbye(CloseReason::Normal, String::new())
+}
+
+#[test]
+fn handshake_then_send_and_receive() {
+    let server = Script::start(|conn| {
+        let hello = conn.welcome(&["alice"], &[]);
+        assert_eq!(
+            (hello.name.as_str(), hello.room.as_str(), hello.echo),
+            ("alice", "", true)
+        );
+        conn.expect(data("hi"));
+        conn.send(&[message("alice", "hi")]);
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    assert_eq!(client.name(), "alice");
+    assert_eq!(client.room(), DEFAULT_ROOM);
+    assert_eq!(client.members(), ["alice"]);
+    assert_eq!(client.max_payload(), MAX_PAYLOAD);
+    assert_eq!(client.status(), None);
+
+    client.send("hi").unwrap();
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("alice", "hi")));
+    assert_eq!(client.recv(), None);
+    assert_eq!(
+        client.send(vec![0u8; MAX_PAYLOAD + 1]),
+        Err(SendError::TooLarge {
+            len: MAX_PAYLOAD + 1,
+            max: MAX_PAYLOAD
+        })
+    );
+
+    client.close();
+    let stats = client.stats();
+    assert_eq!((stats.sent, stats.received), (1, 1));
+    server.finish();
+}
+
+#[test]
+fn builder_options_reach_the_hello() {
+    let server = Script::start(|conn| {
+        let hello = conn.welcome(&["bob"], &[]);
+        assert_eq!(
+            (hello.name.as_str(), hello.room.as_str(), hello.echo),
+            ("bob", "arena", false)
+        );
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::builder("bob")
+        .room("arena")
+        .echo(false)
+        .connect(server.addr())
+        .unwrap();
+    drop(client); // Drop closes like close().
+    server.finish();
+}
+
+#[test]
+fn refusal_is_typed() {
+    let server = Script::start(|conn| {
+        conn.expect_hello();
+        conn.send(&[ServerFrame::Refused(
+            RefuseReason::NameTaken,
+            "alice is here".into(),
+        )]);
+    });
+    match Client::connect(server.addr(), "alice") {
+        Err(ConnectError::Refused { reason, message }) => {
+            assert_eq!(reason, RefuseReason::NameTaken);
+            assert_eq!(message, "alice is here");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    server.finish();
+}
+
+#[test]
+fn invalid_names_fail_before_connecting() {
+    // Nothing ever accepts on this listener: a connect attempt would time out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    assert!(matches!(
+        Client::connect(addr, ""),
+        Err(ConnectError::InvalidName(NameError::Empty))
+    ));
+    assert!(matches!(
+        Client::builder("ok").room("a\nb").connect(addr),
+        Err(ConnectError::InvalidRoom(NameError::ControlCharacter))
+    ));
+}
+
+#[test]
+fn silent_server_times_out_the_handshake() {
+    // The kernel completes the TCP handshake; nobody ever answers HELLO.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let result = Client::builder("alice")
+        .connect_timeout(Duration::from_millis(100))
+        .connect(listener.local_addr().unwrap());
+    assert!(matches!(result, Err(ConnectError::Timeout)), "{result:?}");
+}
+
+#[test]
+fn server_goodbye_ends_the_connection_after_queued_messages() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[]);
+        conn.send(&[
+            message("bob", "one"),
+            message("bob", "two"),
+            ServerFrame::Goodbye(CloseReason::ServerShutdown, "maintenance".into()),
+        ]);
+        // The client records the goodbye before shutting its socket, so once
+        // this returns its status is set.
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    server.finish();
+
+    let reason = Disconnect::Goodbye {
+        reason: CloseReason::ServerShutdown,
+        message: "maintenance".into(),
+    };
+    assert_eq!(client.status(), Some(reason.clone()));
+    assert_eq!(client.recv(), Some(msg("bob", "one")));
+    assert_eq!(client.recv_blocking(), Ok(msg("bob", "two")));
+    assert_eq!(
+        client.recv_blocking(),
+        Err(RecvError::Disconnected(reason.clone()))
+    );
+    assert_eq!(
+        client.recv_event_timeout(PATIENCE),
+        Err(RecvError::Disconnected(reason.clone()))
+    );
+    assert_eq!(client.iter().count(), 0);
+    assert_eq!(client.send("late"), Err(SendError::Closed(reason)));
+}
+
+#[test]
+fn eof_without_goodbye_is_a_lost_connection() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[message("bob", "last words")]);
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    server.finish();
+    let received: Vec<Message> = client.iter().collect();
+    assert_eq!(received, [msg("bob", "last words")]);
+    assert!(
+        matches!(client.status(), Some(Disconnect::ConnectionLost(_))),
+        "{:?}",
+        client.status()
+    );
+}
+
+#[test]
+fn server_ping_is_answered_with_pong() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[ServerFrame::Ping]);
+        conn.expect(ClientFrame::Pong);
+        conn.send(&[message("server", "got it")]);
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("server", "got it")));
+    drop(client);
+    server.finish();
+}
+
+#[test]
+fn close_flushes_queued_payloads_then_says_goodbye() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[]);
+        conn.expect(data("a"));
+        conn.expect(data("b"));
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    client.send("a").unwrap();
+    client.send("b").unwrap();
+    client.close();
+    client.close(); // idempotent
+    server.finish();
+
+    assert_eq!(client.status(), Some(Disconnect::Closed));
+    assert_eq!(client.send("c"), Err(SendError::Closed(Disconnect::Closed)));
+    assert_eq!(
+        client.recv_blocking(),
+        Err(RecvError::Disconnected(Disconnect::Closed))
+    );
+    assert_eq!(client.stats().sent, 2);
+}
+
+#[test]
+fn presence_updates_members_and_events() {
+    let server = Script::start(|conn| {
+        // Frames in the same write as WELCOME must not be lost.
+        conn.welcome(&["alice", "bob"], &[ServerFrame::Joined("carol".into())]);
+        conn.send(&[
+            ServerFrame::Left("bob".into(), CloseReason::Timeout),
+            message("carol", "hi"),
+            ServerFrame::Joined("dave".into()),
+            message("dave", "yo"),
+        ]);
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    assert_eq!(
+        client.recv_event_timeout(PATIENCE),
+        Ok(Event::Joined("carol".into()))
+    );
+    // The list is updated before the event is queued.
+    assert!(client.members().contains(&"carol".to_string()));
+    assert_eq!(
+        client.recv_event_timeout(PATIENCE),
+        Ok(Event::Left {
+            name: "bob".into(),
+            reason: CloseReason::Timeout
+        })
+    );
+    assert_eq!(
+        client.recv_event_timeout(PATIENCE),
+        Ok(Event::Message(msg("carol", "hi")))
+    );
+    // recv() passes over the JOINED(dave) before the message and drops it...
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("dave", "yo")));
+    assert_eq!(client.recv_event(), None);
+    // ...but the member list saw it.
+    assert_eq!(client.members(), ["alice", "carol", "dave"]);
+    drop(client);
+    server.finish();
+}
+
+#[test]
+fn silent_server_is_declared_dead_after_two_unanswered_pings() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[]);
+        conn.expect(ClientFrame::Ping);
+        conn.expect(ClientFrame::Ping);
+        conn.expect_eof();
+    });
+    let client = Client::builder("alice")
+        .keepalive(Duration::from_millis(50))
+        .connect(server.addr())
+        .unwrap();
+    assert_eq!(
+        client.recv_blocking(),
+        Err(RecvError::Disconnected(Disconnect::Timeout))
+    );
+    assert_eq!(client.status(), Some(Disconnect::Timeout));
+    server.finish();
+}
+
+#[test]
+fn full_inbound_queue_drops_the_oldest() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[]);
+        conn.send(&[
+            message("bob", "1"),
+            message("bob", "2"),
+            message("bob", "3"),
+            message("bob", "4"),
+            message("bob", "5"),
+            ServerFrame::Ping,
+        ]);
+        // The reader handles frames in order: a PONG means all five
+        // messages went through the queue.
+        conn.expect(ClientFrame::Pong);
+    });
+    let client = Client::builder("alice")
+        .inbound_capacity(2)
+        .connect(server.addr())
+        .unwrap();
+    server.finish();
+    assert_eq!(client.recv(), Some(msg("bob", "4")));
+    assert_eq!(client.recv(), Some(msg("bob", "5")));
+    let stats = client.stats();
+    assert_eq!((stats.received, stats.dropped_inbound), (5, 3));
+}
+
+#[test]
+fn client_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Client>();
+}
