@@ -126,6 +126,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // On stdout, for scripts and tests that listen on port 0.
+        println!("relais listening on {}", listener.local_addr()?);
         let server = relais_server::Server::new(config);
         server.serve_tcp(listener, shutdown_signal()).await;
         tracing::info!("shut down");
@@ -159,25 +161,31 @@ fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
 }
 
 fn chat(name: &str, target: &Target) -> anyhow::Result<()> {
-    let client = connect(name, target, false)?;
+    let client = std::sync::Arc::new(connect(name, target, false)?);
     eprintln!(
         "joined room {:?} as {name:?}; members: {}",
         client.room(),
         client.members().join(", ")
     );
-    std::thread::scope(|s| {
-        let client = &client;
-        s.spawn(move || print_events(client));
-        let stdin = std::io::stdin();
-        for line in stdin.lock().lines() {
+    // Input on its own thread; the main thread prints until the connection
+    // ends, whichever side ends it (end of input closes it).
+    let input = client.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
-            if client.send(line.into_bytes()).is_err() {
+            if input.send(line.into_bytes()).is_err() {
                 break;
             }
         }
-        client.close();
+        input.close();
     });
-    match client.status() {
+    print_events(&client);
+    ended(client.status())
+}
+
+/// Exit status of a client subcommand: success if the user closed it.
+fn ended(status: Option<relais::Disconnect>) -> anyhow::Result<()> {
+    match status {
         Some(relais::Disconnect::Closed) | None => Ok(()),
         Some(other) => anyhow::bail!("disconnected: {other}"),
     }
@@ -191,10 +199,7 @@ fn watch(name: &str, target: &Target) -> anyhow::Result<()> {
         client.members().join(", ")
     );
     print_events(&client);
-    match client.status() {
-        Some(relais::Disconnect::Closed) | None => Ok(()),
-        Some(other) => anyhow::bail!("disconnected: {other}"),
-    }
+    ended(client.status())
 }
 
 /// Prints every event until the connection ends.

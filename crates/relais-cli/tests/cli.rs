@@ -1,0 +1,147 @@
+//! The `relais` binary as a user runs it: a server and two chat terminals.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `relais` process whose output lines arrive on channels.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn relais(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relais"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("relais runs");
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    Proc {
+        stdin: child.stdin.take(),
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl Proc {
+    /// Waits for a line on `which` that contains `needle`; returns it.
+    fn expect(&self, which: &str, needle: &str) -> String {
+        let rx = if which == "stdout" {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        loop {
+            let line = rx
+                .recv_timeout(PATIENCE)
+                .unwrap_or_else(|_| panic!("no {which} line containing {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits (at most PATIENCE) for the process to exit: its output
+    /// channels close when it does.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        for rx in [&self.stdout, &self.stderr] {
+            loop {
+                match rx.recv_timeout(PATIENCE) {
+                    Ok(_) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => panic!("process did not exit"),
+                }
+            }
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_chat_terminals_talk_through_a_server() {
+    let mut server = relais(&["serve", "--listen", "127.0.0.1:0"]);
+    let line = server.expect("stdout", "listening on");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+
+    let mut alice = relais(&["chat", "--name", "alice", "--server", &addr]);
+    alice.expect("stderr", "joined room");
+    let mut bob = relais(&["chat", "--name", "bob", "--server", &addr]);
+    bob.expect("stderr", "joined room");
+    alice.expect("stdout", "* bob joined");
+
+    alice.type_line("hello bob");
+    assert_eq!(bob.expect("stdout", "hello"), "alice: hello bob");
+    bob.type_line("hi alice");
+    assert_eq!(alice.expect("stdout", "hi"), "bob: hi alice");
+
+    // A taken name: the reason on stderr, a non-zero exit.
+    let mut impostor = relais(&["chat", "--name", "alice", "--server", &addr]);
+    impostor.expect("stderr", "name taken");
+    assert!(!impostor.wait_exit().success());
+
+    // The operator's view.
+    let mut rooms = relais(&["rooms", "--server", &addr]);
+    assert_eq!(rooms.expect("stdout", "lobby"), "lobby\t2");
+    assert!(rooms.wait_exit().success());
+
+    // bob hangs up (end of input): alice sees him leave.
+    drop(bob.stdin.take());
+    assert!(bob.wait_exit().success());
+    alice.expect("stdout", "* bob left (left)");
+
+    // SIGTERM: the server says goodbye and exits 0; alice reports why.
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(server.wait_exit().success());
+    alice.expect("stderr", "server shutting down");
+    assert!(!alice.wait_exit().success());
+}
+
+#[test]
+fn a_failed_connection_says_why_and_exits_non_zero() {
+    // Port 1 on loopback: nothing listens there.
+    let mut watch = relais(&["watch", "--server", "127.0.0.1:1"]);
+    watch.expect("stderr", "cannot join");
+    assert!(!watch.wait_exit().success());
+}
