@@ -51,3 +51,8 @@ pub use error::{ConnectError, Disconnect, RecvError, SendError};
 pub use relais_protocol::{
     CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD,
 };
+
+/// The README's examples compile (they are run as doc tests).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;
