@@ -76,7 +76,8 @@ pub enum CloseReason {
     /// The recipient stayed unwritable past the write deadline, or let too
     /// much undeliverable data pile up.
     SlowConsumer,
-    /// The peer stopped answering keepalive pings.
+    /// The peer stopped answering keepalive pings, or did not complete its
+    /// handshake in time.
     Timeout,
     /// The client kept sending far above the allowed rate.
     RateLimit,

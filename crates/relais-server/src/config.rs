@@ -14,8 +14,10 @@ pub struct Config {
     /// After this long without receiving anything from a client, the server
     /// pings it; after two unanswered pings the client is dropped.
     pub keepalive_interval: Duration,
-    /// A recipient whose socket accepts none of a batch for this long is
-    /// dropped as a slow consumer.
+    /// A recipient whose socket does not take a whole batch (everything that
+    /// waited for it, at most one message per sender) within this long is
+    /// dropped as a slow consumer. Also bounds the last frames written to a
+    /// connection that is being closed.
     pub write_deadline: Duration,
     /// Most bytes that may wait in one recipient's outbox; past it the
     /// recipient is dropped as a slow consumer. Conflation keeps one message

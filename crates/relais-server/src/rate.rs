@@ -37,18 +37,20 @@ impl TokenBucket {
     /// Takes a token if one is available.
     pub fn try_take(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // The tolerance absorbs float rounding, so that at `next_token_at()`
+        // a token is always there (no busy loop one rounding error short).
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false
         }
     }
 
-    /// When the next token will be available.
+    /// When the next token will be available (rounded up to the nanosecond).
     pub fn next_token_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
-        self.last + Duration::from_secs_f64(missing / self.rate)
+        self.last + Duration::from_nanos((missing / self.rate * 1e9).ceil() as u64)
     }
 }
 
@@ -68,7 +70,7 @@ impl FloodDetector {
     pub fn new(limit: u64, windows: u32, now: Instant) -> Self {
         Self {
             limit,
-            windows,
+            windows: windows.max(1),
             window_start: now,
             count: 0,
             strikes: 0,
@@ -108,6 +110,13 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert!((0..3).all(|_| b.try_take(later)));
         assert!(!b.try_take(later));
+        // At `next_token_at` a token is there, whatever the rounding.
+        let mut b = TokenBucket::new(240, 1, t0);
+        let mut now = t0;
+        for _ in 0..10_000 {
+            assert!(b.try_take(now));
+            now = b.next_token_at();
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use relais_protocol::frames::kind;
 use relais_protocol::{
     validate_name, validate_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
     RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
@@ -92,7 +93,8 @@ pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
     if let Ok(Ok(Some(_))) =
         tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
     {
-        refuse(&mut sink, reason, &reason.to_string()).await;
+        let last_words = [refusal(reason, &reason.to_string())];
+        send_final(&mut sink, &last_words, config.write_deadline).await;
         linger(&mut source).await;
     }
 }
@@ -115,29 +117,39 @@ async fn serve<S: FrameSource, W: FrameSink>(
         r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
         () = shutdown.cancelled() => return,
     };
-    let hello = match first {
+    let answer = match first {
         Err(_) => {
             debug!("handshake timed out");
-            return say_goodbye(sink, CloseReason::Timeout, "handshake timed out").await;
+            Err(vec![goodbye(CloseReason::Timeout, "handshake timed out")])
         }
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => return protocol_error(sink, &e.to_string()).await,
-        Ok(Ok(Some(body))) => match ClientFrame::decode(body) {
-            Ok(ClientFrame::Hello(hello)) => hello,
-            Ok(ClientFrame::ListRooms) => return send_room_list(sink, &relay).await,
-            Ok(other) => {
-                return protocol_error(sink, &format!("expected HELLO, got {other:?}")).await
+        Ok(Err(e)) => Err(vec![protocol_error(&e.to_string())]),
+        Ok(Ok(Some(body))) => {
+            let is_hello = body.first() == Some(&kind::HELLO);
+            match ClientFrame::decode(body) {
+                Ok(ClientFrame::Hello(hello)) => Ok(hello),
+                Ok(ClientFrame::ListRooms) => Err(room_list(&relay)),
+                Ok(other) => Err(vec![protocol_error(&format!(
+                    "expected HELLO, got {other:?}"
+                ))]),
+                Err(DecodeError::InvalidUtf8 { field }) if is_hello => {
+                    let reason = if field == "room" {
+                        RefuseReason::InvalidRoom
+                    } else {
+                        RefuseReason::InvalidName
+                    };
+                    Err(vec![refusal(
+                        reason,
+                        &format!("{field} is not valid UTF-8"),
+                    )])
+                }
+                Err(e) => Err(vec![protocol_error(&e.to_string())]),
             }
-            Err(DecodeError::InvalidUtf8 { field }) => {
-                let reason = if field == "room" {
-                    RefuseReason::InvalidRoom
-                } else {
-                    RefuseReason::InvalidName
-                };
-                return refuse(sink, reason, &format!("{field} is not valid UTF-8")).await;
-            }
-            Err(e) => return protocol_error(sink, &e.to_string()).await,
-        },
+        }
+    };
+    let hello = match answer {
+        Ok(hello) => hello,
+        Err(last_words) => return send_final(sink, &last_words, config.write_deadline).await,
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes));
@@ -145,7 +157,8 @@ async fn serve<S: FrameSource, W: FrameSink>(
         Ok(m) => m,
         Err((reason, text)) => {
             debug!(name = %hello.name, %reason, "refused");
-            return refuse(sink, reason, &text).await;
+            let last_words = [refusal(reason, &text)];
+            return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
     let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
@@ -283,7 +296,13 @@ async fn read_loop<S: FrameSource>(
             }
             Ok(ClientFrame::Ping) => outbox.push_event(pong.clone()),
             Ok(ClientFrame::Pong) => {}
-            Ok(ClientFrame::Goodbye(..)) => return CloseReason::Normal,
+            Ok(ClientFrame::Goodbye(..)) => {
+                // A client's last word is relayed even if it was over the rate.
+                if let Some(payload) = held.take() {
+                    relay.publish(membership, &payload);
+                }
+                return CloseReason::Normal;
+            }
             Ok(other @ (ClientFrame::Hello(_) | ClientFrame::ListRooms)) => {
                 debug!(frame = ?other, "handshake frame after the handshake");
                 return CloseReason::ProtocolError;
@@ -321,7 +340,7 @@ async fn write_loop<W: FrameSink>(
         }
         if let Some(reason) = closed {
             // The goodbye is best effort: the connection ends either way.
-            let _ = tokio::time::timeout(write_deadline, say_goodbye(sink, reason, "")).await;
+            send_final(sink, &[goodbye(reason, "")], write_deadline).await;
             return reason;
         }
         if batch.is_empty() {
@@ -330,36 +349,33 @@ async fn write_loop<W: FrameSink>(
     }
 }
 
-/// Sends the last frames of a connection and closes it.
-async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes]) {
-    if sink.send_batch(frames).await.is_ok() {
-        let _ = sink.close().await;
-    }
-}
-
-async fn say_goodbye<W: FrameSink>(sink: &mut W, reason: CloseReason, text: &str) {
-    send_final(
-        sink,
-        &[ServerFrame::Goodbye(reason, text.to_string()).to_bytes()],
-    )
+/// Sends the last frames of a connection and closes it, giving up after
+/// `deadline` (a peer that does not read cannot hold the session).
+async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes], deadline: Duration) {
+    let _ = tokio::time::timeout(deadline, async {
+        if sink.send_batch(frames).await.is_ok() {
+            let _ = sink.close().await;
+        }
+    })
     .await;
 }
 
-async fn protocol_error<W: FrameSink>(sink: &mut W, text: &str) {
+fn goodbye(reason: CloseReason, text: &str) -> Bytes {
+    ServerFrame::Goodbye(reason, text.to_string()).to_bytes()
+}
+
+fn protocol_error(text: &str) -> Bytes {
     debug!(%text, "protocol error before the handshake");
-    say_goodbye(sink, CloseReason::ProtocolError, text).await;
+    goodbye(CloseReason::ProtocolError, text)
 }
 
-async fn refuse<W: FrameSink>(sink: &mut W, reason: RefuseReason, text: &str) {
-    send_final(
-        sink,
-        &[ServerFrame::Refused(reason, text.to_string()).to_bytes()],
-    )
-    .await;
+fn refusal(reason: RefuseReason, text: &str) -> Bytes {
+    ServerFrame::Refused(reason, text.to_string()).to_bytes()
 }
 
-/// Answers `LIST_ROOMS`: the rooms in as many `ROOM_LIST` frames as needed.
-async fn send_room_list<W: FrameSink>(sink: &mut W, relay: &Relay) {
+/// The answer to `LIST_ROOMS`: the rooms in as many `ROOM_LIST` frames as
+/// needed.
+fn room_list(relay: &Relay) -> Vec<Bytes> {
     /// Rooms per frame: 900 entries of at most 69 bytes fit in a frame.
     const PER_FRAME: usize = 900;
     let rooms = relay.rooms();
@@ -369,7 +385,7 @@ async fn send_room_list<W: FrameSink>(sink: &mut W, relay: &Relay) {
         rooms.chunks(PER_FRAME).collect()
     };
     let last = chunks.len() - 1;
-    let frames: Vec<Bytes> = chunks
+    chunks
         .into_iter()
         .enumerate()
         .map(|(i, chunk)| {
@@ -379,6 +395,5 @@ async fn send_room_list<W: FrameSink>(sink: &mut W, relay: &Relay) {
             }
             .to_bytes()
         })
-        .collect();
-    send_final(sink, &frames).await;
+        .collect()
 }

@@ -2,6 +2,7 @@
 //! One binary with a module per area keeps link time down.
 
 mod client_library;
+mod hardening;
 mod relay;
 mod rooms;
 mod support;

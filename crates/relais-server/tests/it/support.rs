@@ -9,7 +9,7 @@ use relais_protocol::{
     ClientFrame, FrameDecoder, Hello, RefuseReason, ServerFrame, Welcome, MAX_FRAME_LEN, VERSION,
 };
 use relais_server::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -72,10 +72,22 @@ impl TestServer {
     }
 }
 
-pub struct Raw {
-    stream: TcpStream,
+/// A raw protocol client over any byte stream (TCP, or an in-memory pipe
+/// for tests under a paused clock).
+pub struct Raw<S = TcpStream> {
+    stream: S,
     buf: BytesMut,
     decoder: FrameDecoder,
+}
+
+impl<S> Raw<S> {
+    pub fn over(stream: S) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(MAX_FRAME_LEN),
+        }
+    }
 }
 
 impl Raw {
@@ -88,15 +100,24 @@ impl Raw {
         }
         let stream = socket.connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            buf: BytesMut::new(),
-            decoder: FrameDecoder::new(MAX_FRAME_LEN),
-        }
+        Self::over(stream)
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     pub async fn send(&mut self, frame: ClientFrame) {
         self.stream.write_all(&frame.to_bytes()).await.unwrap();
+    }
+
+    /// Sends a DATA frame; false if the connection is gone.
+    pub async fn try_data(&mut self, payload: impl Into<Bytes>) -> bool {
+        let frame = ClientFrame::Data(payload.into()).to_bytes();
+        self.stream.write_all(&frame).await.is_ok()
+    }
+
+    /// Sends raw bytes; false if the connection is gone.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -131,9 +152,15 @@ impl Raw {
     /// The next frame, or `None` once the server closed the connection
     /// (cleanly or not).
     pub async fn next(&mut self) -> Option<ServerFrame> {
-        tokio::time::timeout(PATIENCE, self.next_unbounded())
+        self.next_within(PATIENCE).await
+    }
+
+    /// Like `next`, with another bound (tests under a paused clock wait
+    /// through simulated minutes).
+    pub async fn next_within(&mut self, bound: Duration) -> Option<ServerFrame> {
+        tokio::time::timeout(bound, self.next_unbounded())
             .await
-            .expect("a frame or the end of the connection within PATIENCE")
+            .expect("a frame or the end of the connection in time")
     }
 
     async fn next_unbounded(&mut self) -> Option<ServerFrame> {
