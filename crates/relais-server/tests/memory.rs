@@ -5,13 +5,11 @@
 #[allow(dead_code)] // shared with the `it` binary, which uses all of it
 mod support;
 
-use std::sync::Mutex;
-
 use relais_protocol::{ClientFrame, CloseReason, ServerFrame};
 use support::*;
 
 /// Tests here measure the whole process: one at a time.
-static ALONE: Mutex<()> = Mutex::new(());
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -21,7 +19,7 @@ fn resident_bytes() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_vanish_with_their_last_member_and_memory_returns() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ALONE.lock().await;
     let s = TestServer::start().await;
     let cycle = |round: usize| {
         let addr = s.addr;
@@ -64,7 +62,7 @@ async fn rooms_vanish_with_their_last_member_and_memory_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announcing_4_gib_frames_costs_nothing() {
-    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ALONE.lock().await;
     let s = TestServer::start().await;
     // Warm up the paths a connection takes.
     for _ in 0..10 {
