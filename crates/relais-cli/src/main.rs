@@ -1,14 +1,15 @@
 //! `relais`: the relay server and its command-line clients.
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relais::{Client, Event, Message};
+use settings::{FileSettings, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
+
+mod settings;
 
 #[derive(Parser)]
 #[command(
@@ -50,28 +51,6 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ServeArgs {
-    /// Address to listen on for TCP clients.
-    #[arg(long, default_value = "127.0.0.1:7777")]
-    listen: SocketAddr,
-    /// Most connections served at once; past it clients are refused "server full".
-    #[arg(long, default_value_t = relais_server::Config::default().max_connections)]
-    max_connections: usize,
-    /// Seconds a recipient may stay unwritable before it is dropped as a slow consumer.
-    #[arg(long, default_value_t = relais_server::Config::default().write_deadline.as_secs_f64())]
-    write_deadline: f64,
-    /// Seconds without traffic before the server pings a client (dropped after two unanswered pings).
-    #[arg(long, default_value_t = relais_server::Config::default().keepalive_interval.as_secs_f64())]
-    keepalive: f64,
-    /// Seconds a new connection has to complete its handshake.
-    #[arg(long, default_value_t = relais_server::Config::default().handshake_timeout.as_secs_f64())]
-    handshake_timeout: f64,
-    /// Seconds clients get on shutdown to receive what is pending and the goodbye.
-    #[arg(long, default_value_t = relais_server::Config::default().shutdown_grace.as_secs_f64())]
-    shutdown_grace: f64,
-}
-
-#[derive(Args)]
 struct Target {
     /// The server to connect to.
     #[arg(long, default_value = "127.0.0.1:7777")]
@@ -108,28 +87,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("--{name} must be a positive number"))
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = relais_server::Config {
-        max_connections: args.max_connections,
-        write_deadline: seconds("write-deadline", args.write_deadline)?,
-        keepalive_interval: seconds("keepalive", args.keepalive)?,
-        handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
-        shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
-        ..relais_server::Config::default()
+    let file = match &args.config {
+        Some(path) => FileSettings::load(path)?,
+        None => FileSettings::default(),
     };
+    let Settings {
+        listen,
+        ws_listen,
+        web,
+        mut config,
+    } = Settings::resolve(&args, &file)?;
+    if let Some(budget) = relais_server::fdlimit::fit_to_fd_limit(&mut config) {
+        if budget.lowered() {
+            tracing::warn!(
+                "the open-file limit is {} (ulimit -n): serving at most {} connections instead \
+                 of {} ({} descriptors kept in reserve); raise the limit to serve more",
+                budget.limit,
+                budget.granted,
+                budget.wanted,
+                budget.reserve
+            );
+        }
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let ws_listener = tokio::net::TcpListener::bind(ws_listen)
+            .await
+            .with_context(|| format!("cannot listen on {ws_listen}"))?;
         // On stdout, for scripts and tests that listen on port 0.
         println!("relais listening on {}", listener.local_addr()?);
+        let ws_addr = ws_listener.local_addr()?;
+        println!("relais websocket on ws://{ws_addr}/ws");
+        let pages = if web {
+            println!("relais web on http://{ws_addr}/");
+            relais_server::ws::HttpPages::Demo
+        } else {
+            relais_server::ws::HttpPages::None
+        };
         let server = relais_server::Server::new(config);
+        // One shutdown for both listeners: serve_tcp's ends accept_ws too.
+        let ws_server = server.clone();
+        let ws = tokio::spawn(async move { ws_server.accept_ws(ws_listener, pages).await });
         server.serve_tcp(listener, shutdown_signal()).await;
+        let _ = ws.await;
         tracing::info!("shut down");
         Ok(())
     })
@@ -180,6 +184,9 @@ fn chat(name: &str, target: &Target) -> anyhow::Result<()> {
         input.close();
     });
     print_events(&client);
+    // If input ended the connection, its close() may still be writing the
+    // goodbye: this waits for it (close is idempotent and serialised).
+    client.close();
     ended(client.status())
 }
 

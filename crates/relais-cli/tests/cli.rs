@@ -97,7 +97,13 @@ impl Drop for Proc {
 
 #[test]
 fn two_chat_terminals_talk_through_a_server() {
-    let mut server = relais(&["serve", "--listen", "127.0.0.1:0"]);
+    let mut server = relais(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ws-listen",
+        "127.0.0.1:0",
+    ]);
     let line = server.expect("stdout", "listening on");
     let addr = line.rsplit(' ').next().unwrap().to_string();
 
@@ -144,4 +150,77 @@ fn a_failed_connection_says_why_and_exits_non_zero() {
     let mut watch = relais(&["watch", "--server", "127.0.0.1:1"]);
     watch.expect("stderr", "cannot join");
     assert!(!watch.wait_exit().success());
+}
+
+#[test]
+fn connections_past_the_open_file_limit_are_refused() {
+    // The server under an open-file limit of 64 (soft and hard).
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_relais"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Proc {
+        stdout: lines(child.stdout.take().unwrap()),
+        stderr: lines(child.stderr.take().unwrap()),
+        stdin: None,
+        child,
+    };
+    let line = server.expect("stdout", "listening on");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let warning = server.expect("stderr", "open-file limit");
+    assert!(warning.contains("64"), "{warning}");
+
+    let connect = |name: &str| relais::Client::builder(name).connect(addr.as_str());
+    let mut clients = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match connect(&format!("p{i}")) {
+            Ok(c) => clients.push(c),
+            Err(relais::ConnectError::Refused { reason, .. }) => {
+                assert_eq!(reason, relais::RefuseReason::ServerFull);
+                refused += 1;
+            }
+            Err(e) => panic!("client {i}: expected a welcome or \"server full\", got {e}"),
+        }
+    }
+    assert!(clients.len() >= 10, "{} admitted", clients.len());
+    assert_eq!(clients.len() + refused, 100);
+
+    // Those admitted are served.
+    clients[0].send("still fine").unwrap();
+    let got = clients[1].recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        (got.sender.as_str(), &got.payload[..]),
+        ("p0", &b"still fine"[..])
+    );
+
+    // Freed descriptors are reused: after ten leave, ten more get in. A
+    // departure completes on the server just after the client closes, so
+    // each newcomer may be refused a few times first (bounded).
+    for c in clients.drain(..10) {
+        c.close();
+    }
+    for i in 0..10 {
+        let mut attempts = 0;
+        let newcomer = loop {
+            attempts += 1;
+            match connect(&format!("new{i}")) {
+                Ok(c) => break c,
+                Err(relais::ConnectError::Refused { .. }) if attempts < 100 => continue,
+                Err(e) => panic!("newcomer {i} never admitted: {e}"),
+            }
+        };
+        clients.push(newcomer);
+    }
 }

@@ -6,6 +6,8 @@
 //! - [`session`]: one connection's life (handshake, reader, writer, goodbye),
 //!   generic over a [`session::FrameSource`]/[`session::FrameSink`] pair.
 //! - [`tcp`]: the TCP transport.
+//! - [`ws`]: the WebSocket transport (browsers), and [`web`]: the HTTP side
+//!   of its listener (upgrade, demo page).
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
 //!
 //! ```no_run
@@ -17,11 +19,14 @@
 //! ```
 
 pub mod config;
+pub mod fdlimit;
 pub mod outbox;
 pub mod rate;
 pub mod relay;
 pub mod session;
 pub mod tcp;
+pub mod web;
+pub mod ws;
 
 use std::future::Future;
 use std::io;
@@ -33,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 pub use config::Config;
 pub use relay::Relay;
@@ -146,6 +151,78 @@ impl Server {
                     }
                 }
             });
+        }
+    }
+}
+
+impl Server {
+    /// Accepts WebSocket clients on `listener` (and answers plain HTTP
+    /// requests per `pages`) until `stop` completes or the server shuts down,
+    /// then shuts the whole server down gracefully, like
+    /// [`serve_tcp`](Self::serve_tcp).
+    pub async fn serve_ws(
+        &self,
+        listener: TcpListener,
+        pages: ws::HttpPages,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::select! {
+            () = self.accept_ws(listener, pages) => {}
+            () = stop => {}
+        }
+        self.shutdown().await;
+    }
+
+    /// The WebSocket accept loop alone, to run next to another listener
+    /// (e.g. [`serve_tcp`](Self::serve_tcp), whose shutdown also ends this):
+    /// returns when the server shuts down, without shutting it down itself.
+    /// Connections share the server's connection limit and shutdown.
+    pub async fn accept_ws(&self, listener: TcpListener, pages: ws::HttpPages) {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, ?pages, "listening (websocket)");
+        }
+        while let Some((stream, peer)) = self.next_connection(&listener).await {
+            let permit = self.connections.clone().try_acquire_owned().ok();
+            let (relay, config, shutdown) = (
+                self.relay.clone(),
+                self.config.clone(),
+                self.shutdown.clone(),
+            );
+            let span = tracing::info_span!("ws", %peer);
+            self.tasks.spawn(
+                ws::serve_connection(stream, peer, permit, relay, config, shutdown, pages)
+                    .instrument(span),
+            );
+        }
+    }
+
+    /// The next accepted connection, or `None` once the server shuts down.
+    /// Accept errors are handled here: one connection's error is skipped,
+    /// running out of descriptors backs off instead of spinning.
+    async fn next_connection(
+        &self,
+        listener: &TcpListener,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = self.shutdown.cancelled() => return None,
+            };
+            match accepted {
+                Ok(conn) => return Some(conn),
+                Err(e) if is_per_connection(&e) => {
+                    debug!(error = %e, "accept failed for one connection");
+                }
+                Err(e) => {
+                    warn!(error = %e, ?backoff, "accept failed; pausing");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = self.shutdown.cancelled() => return None,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 }

@@ -6,3 +6,4 @@ mod hardening;
 mod relay;
 mod rooms;
 mod support;
+mod websocket;

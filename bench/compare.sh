@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Measures relais, NATS and Redis pub/sub on the same workloads and renders
+# BENCHMARKS.md (repository root) and bench/benchmarks.png.
+#
+#   bench/compare.sh                     # full run, D = 10 s per run (~10 min)
+#   BENCH_DURATION=5 bench/compare.sh    # shorter runs
+#
+# Environment (all optional):
+#   BENCH_DURATION   measured seconds per run (integer, default 10)
+#   BENCH_SIZES      room sizes of the matrix (default "10 50 100 200 400")
+#   BENCH_SYSTEMS    systems to run (default "relais nats redis")
+#   BENCH_SKIP_BUILD=1    use the binaries already in target/release
+#   BENCH_NICE       niceness of servers and generator when run as root
+#                    (default -10: other work on the machine disturbs less)
+#
+# What it does: installs the peers from Debian's packages if missing
+# (nats-server, redis-server, plus fonts-dejavu-core for the plot), builds the
+# release binaries, and for each run starts a fresh server on 127.0.0.1 (a
+# random free port) pinned to core 0, runs the generator pinned to core 1,
+# stops the server by PID. Every process it starts is stopped on exit, also
+# on error or Ctrl-C. Raw results go to bench/results/*.json (one JSON object
+# per run). Nothing here talks to anything but 127.0.0.1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+DURATION=${BENCH_DURATION:-10}
+SIZES=${BENCH_SIZES:-"10 50 100 200 400"}
+SYSTEMS=${BENCH_SYSTEMS:-"relais nats redis"}
+RATE=60
+PAYLOAD=64
+OVERLOAD_N=200
+OVERLOAD_RATE=240
+SLOW_N=100
+STALL_SECS=5
+STALL_AT=1
+# The stall must end before the window does.
+SLOW_DURATION=$(( DURATION > STALL_AT + STALL_SECS + 2 ? DURATION : STALL_AT + STALL_SECS + 2 ))
+FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+RESULTS=bench/results
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/relais-bench.XXXXXX")
+
+STARTED=()   # PIDs of the servers this script started
+cleanup() {
+    for pid in "${STARTED[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+
+# --- peers and tools -------------------------------------------------------
+export PATH="$PATH:/usr/sbin:/sbin"
+missing=()
+command -v nats-server >/dev/null || missing+=(nats-server)
+command -v redis-server >/dev/null || missing+=(redis-server)
+[ -f "$FONT" ] || missing+=(fonts-dejavu-core)
+command -v taskset >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq </dev/null
+    $SUDO apt-get install -y -qq "${missing[@]}" </dev/null
+fi
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries"
+    cargo build --release -p relais-cli -p relais-bench
+fi
+RELAIS=target/release/relais
+BENCH=target/release/relais-bench
+REPORT=target/release/relais-bench-report
+
+# Pin the server and the generator to different cores when there are two.
+if [ "$(nproc)" -ge 2 ]; then
+    SERVER_PIN=(taskset -c 0)
+    GEN_PIN=(taskset -c 1)
+else
+    log "one core only: no pinning"
+    SERVER_PIN=()
+    GEN_PIN=()
+fi
+PRIO=()
+if [ "$(id -u)" -eq 0 ]; then
+    PRIO=(nice -n "${BENCH_NICE:--10}")
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$(( 20000 + RANDOM % 40000 ))
+        if ! port_open "$p"; then
+            echo "$p"
+            return
+        fi
+    done
+    log "no free port found"
+    return 1
+}
+
+SERVER_PID=""
+SERVER_PORT=""
+start_server() {
+    local system=$1
+    SERVER_PORT=$(free_port)
+    case $system in
+        relais)
+            local ws_port
+            ws_port=$(free_port)
+            "${PRIO[@]}" "${SERVER_PIN[@]}" "$RELAIS" serve --listen "127.0.0.1:$SERVER_PORT" \
+                --ws-listen "127.0.0.1:$ws_port" >"$LOGS/relais.log" 2>&1 &
+            ;;
+        nats)
+            "${PRIO[@]}" "${SERVER_PIN[@]}" nats-server -a 127.0.0.1 -p "$SERVER_PORT" \
+                >"$LOGS/nats.log" 2>&1 &
+            ;;
+        redis)
+            "${PRIO[@]}" "${SERVER_PIN[@]}" redis-server --port "$SERVER_PORT" --bind 127.0.0.1 \
+                --save '' --appendonly no --daemonize no --maxclients 10000 \
+                >"$LOGS/redis.log" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    STARTED+=("$SERVER_PID")
+    for _ in $(seq 1 100); do
+        port_open "$SERVER_PORT" && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$system did not start; its log:"
+    cat "$LOGS/$system.log" >&2
+    return 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# run_one SYSTEM LABEL N RATE DURATION [extra generator flags...]
+run_one() {
+    local system=$1 label=$2 n=$3 rate=$4 duration=$5
+    shift 5
+    local out="$RESULTS/$label-$system-n$n-r$rate.json"
+    start_server "$system"
+    log "$label: $system N=$n R=$rate D=${duration}s"
+    if "${PRIO[@]}" "${GEN_PIN[@]}" "$BENCH" --system "$system" --addr "127.0.0.1:$SERVER_PORT" \
+        --clients "$n" --rate "$rate" --payload "$PAYLOAD" --duration "$duration" \
+        --server-pid "$SERVER_PID" --label "$label" --json "$@" >"$out.tmp"; then
+        mv "$out.tmp" "$out"
+    else
+        log "run failed: $label $system N=$n (see $LOGS)"
+        rm -f "$out.tmp"
+    fi
+    stop_server
+}
+
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json "$RESULTS"/*.json.tmp
+
+{
+    echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine:    $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+    echo "pinning:    server on core 0, generator on core 1 (taskset); nice ${BENCH_NICE:--10} when root"
+    echo "relais:     $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'), release build"
+    echo "nats:       $(nats-server --version 2>&1 | head -1)"
+    echo "redis:      $(redis-server --version 2>&1 | head -1)"
+    echo "toolchain:  $(rustc --version)"
+    echo "runs:       D = ${DURATION} s measured (+1 s warm-up, 500 ms drain); slow consumer D = ${SLOW_DURATION} s"
+} >"$RESULTS/meta.txt"
+
+for n in $SIZES; do
+    for system in $SYSTEMS; do
+        run_one "$system" matrix "$n" "$RATE" "$DURATION"
+    done
+done
+for system in $SYSTEMS; do
+    run_one "$system" overload "$OVERLOAD_N" "$OVERLOAD_RATE" "$DURATION"
+done
+for system in $SYSTEMS; do
+    run_one "$system" slow-consumer "$SLOW_N" "$RATE" "$SLOW_DURATION" \
+        --stall-client 0 --stall-secs "$STALL_SECS" --stall-at "$STALL_AT"
+done
+
+"$REPORT" --results "$RESULTS" --out BENCHMARKS.md --plot bench/benchmarks.png \
+    --plot-link bench/benchmarks.png --font "$FONT" \
+    --meta "$RESULTS/meta.txt" --notes bench/NOTES.md
+log "done: BENCHMARKS.md, bench/benchmarks.png, $RESULTS/"

@@ -1,0 +1,46 @@
+//! relais-bench: one process simulating N clients of a relay, to measure
+//! relais and its peers (NATS core pub/sub, Redis pub/sub) on the same
+//! workload with the same measurement.
+//!
+//! # The workload
+//!
+//! N clients join one room. Each sends a P-byte payload at R Hz for D
+//! seconds (after an unmeasured warm-up) and reads everything the room
+//! relays. The echo is on: a client receives its own messages too, as a NATS
+//! or Redis subscriber of the subject it publishes to does. So every message
+//! is delivered to N recipients and the expected number of deliveries is
+//! **N × N × R × D** (N senders × R·D messages each × N recipients).
+//!
+//! Each payload carries its sender's index, a sequence number and the time
+//! it was handed to the client library, in nanoseconds on a clock common to
+//! all simulated clients (one monotonic clock of this process), then zero
+//! padding up to P bytes (see [`payload`]). Every delivery thus gives one
+//! end-to-end latency sample. Deliveries are counted for messages whose
+//! sequence number falls in the measured window, whenever they arrive before
+//! the end of the drain, so warm-up traffic never counts.
+//!
+//! # Layout
+//!
+//! - [`workload`]: what to run ([`Workload`], [`Stall`], [`System`]).
+//! - [`payload`]: the payload's byte layout.
+//! - [`adapters`]: one adapter per system, all behind the same
+//!   [`adapters::Adapter`] trait: relais over raw TCP with
+//!   `relais-protocol`, NATS with `async-nats`, Redis with `redis`.
+//! - [`runner`]: connects the clients, runs the send and receive loops,
+//!   samples CPU, merges the histograms: [`run`].
+//! - [`report`]: the result of a run ([`Report`]), its table and JSON forms.
+//! - [`cpu`]: CPU time of a process from `/proc/PID/stat`.
+//! - [`render`]: `BENCHMARKS.md` and the plot from a directory of JSON reports
+//!   (used by the `relais-bench-report` binary).
+
+pub mod adapters;
+pub mod cpu;
+pub mod payload;
+pub mod render;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+pub use report::{Latency, Report, StallReport};
+pub use runner::run;
+pub use workload::{Stall, System, Workload};

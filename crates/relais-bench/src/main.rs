@@ -1,0 +1,105 @@
+//! `relais-bench`: the load generator's command line. One run per
+//! invocation; a table on stdout, or one JSON object with `--json`.
+//!
+//! ```text
+//! relais-bench --system relais --addr 127.0.0.1:7777 --clients 100 --rate 60 \
+//!              --payload 64 --duration 10 --server-pid 1234 --json
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use relais_bench::{Stall, System, Workload};
+
+/// Simulates N clients in one room of a relay (relais, NATS or Redis
+/// pub/sub), each sending a P-byte payload at R Hz for D seconds and reading
+/// everything; reports deliveries, throughput, latency and server CPU.
+/// Expected deliveries are N×N×R×D: the echo is on, so each client also
+/// receives its own messages.
+#[derive(Debug, Parser)]
+#[command(name = "relais-bench", version)]
+struct Args {
+    /// The system under test.
+    #[arg(long, default_value = "relais")]
+    system: System,
+    /// The server's address (host:port).
+    #[arg(long, default_value = "127.0.0.1:7777")]
+    addr: String,
+    /// Number of clients (N).
+    #[arg(long, short = 'n', default_value_t = 10)]
+    clients: usize,
+    /// Messages per second per client (R).
+    #[arg(long, short = 'r', default_value_t = 60)]
+    rate: u32,
+    /// Payload size in bytes (P), at least 20.
+    #[arg(long, short = 'p', default_value_t = 64)]
+    payload: usize,
+    /// Measured duration in seconds (D).
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured warm-up before it, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// After the last send, how long to keep reading, in ms.
+    #[arg(long, default_value_t = 500)]
+    drain_ms: u64,
+    /// Room (relais) or subject/channel (NATS, Redis).
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// The server's process id, to report its CPU time (/proc/PID/stat).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Slow consumer: this client stops reading for --stall-secs.
+    #[arg(long)]
+    stall_client: Option<usize>,
+    /// How long the stalled client reads nothing, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    stall_secs: f64,
+    /// When the stall starts, in seconds into the measured window.
+    #[arg(long, default_value_t = 1.0)]
+    stall_at: f64,
+    /// A tag copied into the report (e.g. matrix, overload).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("invalid {what}: {s}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let workload = Workload {
+        clients: args.clients,
+        rate_hz: args.rate,
+        payload_bytes: args.payload,
+        duration: secs(args.duration, "--duration")?,
+        warmup: secs(args.warmup, "--warmup")?,
+        drain: Duration::from_millis(args.drain_ms),
+        room: args.room,
+        stall: args
+            .stall_client
+            .map(|client| -> anyhow::Result<Stall> {
+                Ok(Stall {
+                    client,
+                    at: secs(args.stall_at, "--stall-at")?,
+                    duration: secs(args.stall_secs, "--stall-secs")?,
+                })
+            })
+            .transpose()?,
+        server_pid: args.server_pid,
+        label: args.label,
+    };
+    let report = relais_bench::run(args.system, &args.addr, &workload).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
+}

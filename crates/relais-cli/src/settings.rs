@@ -1,0 +1,224 @@
+//! `relais serve` settings: built-in defaults, then a TOML file
+//! (`--config`), then command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use relais_server::Config;
+use serde::Deserialize;
+
+/// Flags of `relais serve`. Unset flags fall back to the config file, then to
+/// the defaults given in each flag's help.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (durations in seconds, keys
+    /// as the flag names with `_` for `-`); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on for TCP clients [default: 127.0.0.1:7777].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address to listen on for WebSocket clients (browsers), at any path
+    /// (`ws://ADDR/ws`) [default: 127.0.0.1:7778].
+    #[arg(long)]
+    pub ws_listen: Option<SocketAddr>,
+    /// Also serve the live demo page (`http://WS-ADDR/`) and the browser
+    /// client (`/relais.js`) on the WebSocket port.
+    #[arg(long)]
+    pub web: bool,
+    /// Most connections served at once; past it clients are refused "server
+    /// full". Lowered at start if the open-file limit cannot hold them
+    /// [default: 10000].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a recipient's socket may take to accept a batch before it is
+    /// dropped as a slow consumer [default: 5].
+    #[arg(long)]
+    pub write_deadline: Option<f64>,
+    /// Seconds without traffic before the server pings a client (dropped
+    /// after two unanswered pings) [default: 10].
+    #[arg(long)]
+    pub keepalive: Option<f64>,
+    /// Seconds a new connection has to complete its handshake [default: 5].
+    #[arg(long)]
+    pub handshake_timeout: Option<f64>,
+    /// Seconds clients get on shutdown to receive what is pending and the
+    /// goodbye [default: 5].
+    #[arg(long)]
+    pub shutdown_grace: Option<f64>,
+    /// Messages a second one client may send; the excess is conflated
+    /// (newest kept) [default: 120].
+    #[arg(long)]
+    pub max_message_rate: Option<u32>,
+    /// Messages a client may send at once above the rate [default: 120].
+    #[arg(long)]
+    pub message_burst: Option<u32>,
+}
+
+/// The TOML file: every key optional, unknown keys refused.
+#[derive(Deserialize, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    listen: Option<SocketAddr>,
+    ws_listen: Option<SocketAddr>,
+    web: Option<bool>,
+    max_connections: Option<usize>,
+    write_deadline: Option<f64>,
+    keepalive: Option<f64>,
+    handshake_timeout: Option<f64>,
+    shutdown_grace: Option<f64>,
+    max_message_rate: Option<u32>,
+    message_burst: Option<u32>,
+    max_pending_bytes: Option<usize>,
+    flood_factor: Option<u32>,
+    flood_seconds: Option<u32>,
+}
+
+impl FileSettings {
+    /// Reads and parses a settings file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display()))
+    }
+}
+
+/// Everything `relais serve` needs, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    pub web: bool,
+    pub config: Config,
+}
+
+impl Settings {
+    /// Flags over file over defaults.
+    pub fn resolve(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Self> {
+        let d = Config::default();
+        let secs = |name: &str, flag: Option<f64>, file: Option<f64>, default: Duration| match flag
+            .or(file)
+        {
+            None => Ok(default),
+            Some(s) if s > 0.0 => Duration::try_from_secs_f64(s)
+                .with_context(|| format!("{name} = {s} is not a usable number of seconds")),
+            Some(s) => anyhow::bail!("{name} must be a positive number of seconds, not {s}"),
+        };
+        let positive = |name: &str, v: u32| {
+            anyhow::ensure!(v > 0, "{name} must be at least 1");
+            Ok(v)
+        };
+        let config = Config {
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            handshake_timeout: secs(
+                "handshake-timeout",
+                args.handshake_timeout,
+                file.handshake_timeout,
+                d.handshake_timeout,
+            )?,
+            keepalive_interval: secs(
+                "keepalive",
+                args.keepalive,
+                file.keepalive,
+                d.keepalive_interval,
+            )?,
+            write_deadline: secs(
+                "write-deadline",
+                args.write_deadline,
+                file.write_deadline,
+                d.write_deadline,
+            )?,
+            max_pending_bytes: file.max_pending_bytes.unwrap_or(d.max_pending_bytes),
+            shutdown_grace: secs(
+                "shutdown-grace",
+                args.shutdown_grace,
+                file.shutdown_grace,
+                d.shutdown_grace,
+            )?,
+            max_message_rate: positive(
+                "max-message-rate",
+                args.max_message_rate
+                    .or(file.max_message_rate)
+                    .unwrap_or(d.max_message_rate),
+            )?,
+            message_burst: positive(
+                "message-burst",
+                args.message_burst
+                    .or(file.message_burst)
+                    .unwrap_or(d.message_burst),
+            )?,
+            flood_factor: positive("flood_factor", file.flood_factor.unwrap_or(d.flood_factor))?,
+            flood_seconds: positive(
+                "flood_seconds",
+                file.flood_seconds.unwrap_or(d.flood_seconds),
+            )?,
+        };
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or(([127, 0, 0, 1], 7777).into()),
+            ws_listen: args
+                .ws_listen
+                .or(file.ws_listen)
+                .unwrap_or(([127, 0, 0, 1], 7778).into()),
+            web: args.web || file.web.unwrap_or(false),
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file_or_flags() {
+        let s = Settings::resolve(&ServeArgs::default(), &FileSettings::default()).unwrap();
+        assert_eq!(s.config, Config::default());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7777");
+        assert_eq!(s.ws_listen.to_string(), "127.0.0.1:7778");
+        assert!(!s.web);
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: FileSettings = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nwrite_deadline = 2.5\nmax_message_rate = 60\nflood_seconds = 3\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            max_message_rate: Some(240),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args, &file).unwrap();
+        assert_eq!(s.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.config.write_deadline, Duration::from_millis(2500));
+        assert_eq!(s.config.max_message_rate, 240);
+        assert_eq!(s.config.flood_seconds, 3);
+        assert_eq!(
+            s.config.keepalive_interval,
+            Config::default().keepalive_interval
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        let unknown = toml::from_str::<FileSettings>("max_conections = 5\n").unwrap_err();
+        assert!(unknown.to_string().contains("max_conections"), "{unknown}");
+        let args = ServeArgs {
+            keepalive: Some(0.0),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(&args, &FileSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("keepalive"), "{err}");
+        let file: FileSettings = toml::from_str("flood_seconds = 0\n").unwrap();
+        assert!(Settings::resolve(&ServeArgs::default(), &file).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The HTTP side of the WebSocket listener: reading a request head (bounded
+//! in size and time), telling an upgrade from a plain request, and answering
+//! plain requests with the pages built into the binary.
+//!
+//! This is deliberately not an HTTP server: one request per connection, no
+//! bodies, `Connection: close` on every answer. Browsers load the demo with
+//! two requests (the page and `relais.js`) and then open a WebSocket.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::ws::HttpPages;
+
+/// The demo page, served at `/` by `relais serve --web`.
+pub const DEMO_PAGE: &str = include_str!("../../../web/index.html");
+/// The browser client module, served at `/relais.js`.
+pub const CLIENT_JS: &str = include_str!("../../../web/relais.js");
+/// Its TypeScript declarations, served at `/relais.d.ts`.
+pub const CLIENT_DTS: &str = include_str!("../../../web/relais.d.ts");
+
+/// Largest request head accepted (request line and headers).
+const MAX_HEAD: usize = 8 * 1024;
+/// Most headers in a request head.
+const MAX_HEADERS: usize = 48;
+/// How long an answered plain-HTTP connection is read and discarded while
+/// waiting for the client to close (so the answer is not lost to a reset).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A request head, classified.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// A valid WebSocket upgrade (`GET`, `Upgrade: websocket`, version 13).
+    Upgrade {
+        /// The client's `Sec-WebSocket-Key`.
+        key: String,
+        /// Bytes the client sent after the head (already WebSocket frames).
+        leftover: Vec<u8>,
+    },
+    /// Any other `GET` or `HEAD`.
+    Plain {
+        /// `true` for `HEAD`: answer without a body.
+        head: bool,
+        /// The path, without the query string.
+        path: String,
+    },
+}
+
+/// A plain HTTP answer.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    extra_headers: &'static str,
+    body: &'static str,
+    head_only: bool,
+}
+
+impl Response {
+    fn text(status: u16, reason: &'static str, body: &'static str) -> Self {
+        Self {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            extra_headers: "",
+            body,
+            head_only: false,
+        }
+    }
+
+    pub fn server_full() -> Self {
+        Self::text(503, "Service Unavailable", "relais: server full\n")
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n\
+             Connection: close\r\n{}\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len(),
+            self.extra_headers,
+        )
+        .into_bytes();
+        if !self.head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+        out
+    }
+}
+
+/// Reads one request head within `timeout`. An error is the answer to send
+/// (400, 405, 408, 426, 431).
+pub(crate) async fn read_request(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Request, Response> {
+    match tokio::time::timeout(timeout, read_head(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(Response::text(
+            408,
+            "Request Timeout",
+            "relais: request head not received in time\n",
+        )),
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<Request, Response> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        // Read at most up to the cap: a head that does not fit is refused.
+        let room = MAX_HEAD - buf.len();
+        let mut chunk = (&mut *stream).take(room as u64);
+        let n = chunk.read_buf(&mut buf).await.map_err(|_| bad_request())?;
+        if n == 0 {
+            return Err(bad_request());
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => return classify(&request, &buf[len..]),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(Response::text(
+                    431,
+                    "Request Header Fields Too Large",
+                    "relais: request head too large\n",
+                ))
+            }
+            Err(_) => return Err(bad_request()),
+        }
+    }
+}
+
+fn bad_request() -> Response {
+    Response::text(400, "Bad Request", "relais: malformed HTTP request\n")
+}
+
+fn header<'a>(request: &'a httparse::Request<'_, '_>, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+}
+
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request, Response> {
+    let method = request.method.unwrap_or_default();
+    let path = request.path.unwrap_or("/");
+    let path = path.split('?').next().unwrap_or("/").to_string();
+    let upgrade = has_token(header(request, "upgrade"), "websocket");
+    if upgrade {
+        if method != "GET" || !has_token(header(request, "connection"), "upgrade") {
+            return Err(bad_request());
+        }
+        if header(request, "sec-websocket-version") != Some("13") {
+            return Err(Response {
+                extra_headers: "Sec-WebSocket-Version: 13\r\n",
+                ..Response::text(
+                    426,
+                    "Upgrade Required",
+                    "relais: WebSocket version 13 only\n",
+                )
+            });
+        }
+        let Some(key) = header(request, "sec-websocket-key").filter(|k| !k.is_empty()) else {
+            return Err(bad_request());
+        };
+        return Ok(Request::Upgrade {
+            key: key.to_string(),
+            leftover: rest.to_vec(),
+        });
+    }
+    match method {
+        "GET" => Ok(Request::Plain { head: false, path }),
+        "HEAD" => Ok(Request::Plain { head: true, path }),
+        _ => Err(Response {
+            extra_headers: "Allow: GET, HEAD\r\n",
+            ..Response::text(
+                405,
+                "Method Not Allowed",
+                "relais: only GET and WebSocket upgrades\n",
+            )
+        }),
+    }
+}
+
+/// The answer to a plain `GET`/`HEAD` of `path`.
+pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool) -> Response {
+    let found = |content_type, body| Response {
+        status: 200,
+        reason: "OK",
+        content_type,
+        extra_headers: "",
+        body,
+        head_only,
+    };
+    let response = match (pages, path) {
+        (HttpPages::Demo, "/" | "/index.html") => found("text/html; charset=utf-8", DEMO_PAGE),
+        (HttpPages::Demo, "/relais.js") => found("text/javascript; charset=utf-8", CLIENT_JS),
+        (HttpPages::Demo, "/relais.d.ts") => found("text/plain; charset=utf-8", CLIENT_DTS),
+        (HttpPages::None, _) => Response::text(
+            404,
+            "Not Found",
+            "relais: this port speaks WebSocket (one binary message per protocol frame, \
+             see PROTOCOL.md); `relais serve --web` also serves a demo page here\n",
+        ),
+        (HttpPages::Demo, _) => Response::text(404, "Not Found", "relais: no such page\n"),
+    };
+    Response {
+        head_only,
+        ..response
+    }
+}
+
+/// Writes `response`, ends our direction, and reads what the client still
+/// sends (discarded) until it closes or [`LINGER`] passes.
+pub(crate) async fn respond(mut stream: TcpStream, response: Response) {
+    if stream.write_all(&response.bytes()).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut scratch = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut scratch).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,390 @@
+//! The WebSocket transport, for browsers.
+//!
+//! **Framing.** One binary WebSocket message carries exactly one protocol
+//! frame *body* (type byte + fields), without the 4-byte length prefix of the
+//! TCP transport: the message boundary already is the framing. The sink strips
+//! the prefix off the shared encoded frames with `Bytes::slice(4..)` (no copy);
+//! the source checks each message against the current maximum body length.
+//! Text messages are a protocol error (close code 1003). WebSocket pings are
+//! answered by tungstenite; the relais `PING`/`PONG` frames work as on TCP.
+//!
+//! **Limits.** tungstenite's defaults (64 MiB messages, 16 MiB frames, an
+//! unbounded write buffer) are replaced by [`websocket_config`]: a message or
+//! a single WebSocket frame larger than [`MAX_FRAME_LEN`], or fragments adding
+//! up past it, are refused before being buffered, with close code 1009
+//! ("message too big"). Before the handshake a message must also fit
+//! [`MAX_HELLO_LEN`] (checked once received: tungstenite's limit cannot change
+//! mid-connection, so an unauthenticated peer can make the server buffer one
+//! `MAX_FRAME_LEN` message, not the 134 bytes of the TCP transport).
+//!
+//! **The HTTP side.** The listener reads the request head itself (bounded in
+//! size and time, see [`crate::web`]), then either answers plain HTTP (the demo
+//! page, or a 404) or completes the upgrade by writing the `101` response with
+//! tungstenite's [`derive_accept_key`] and wraps the socket with
+//! [`WebSocketStream::from_partially_read`], handing over any bytes the client
+//! sent after its request head.
+//!
+//! **Closing.** After a transport error the WebSocket stream is unusable, but
+//! the session still *lingers* (reads and discards until the peer closes, for
+//! at most a second) so the goodbye and the close frame are not destroyed by
+//! a TCP reset. The socket is therefore shared ([`SharedTcp`]) between the
+//! WebSocket stream and the source, which drains it directly once the
+//! WebSocket layer has failed.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use relais_protocol::{frames::kind, CloseReason, FrameError, RefuseReason, LENGTH_PREFIX_LEN};
+use relais_protocol::{MAX_FRAME_LEN, MAX_HELLO_LEN};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::relay::Relay;
+use crate::session::{self, FrameSink, FrameSource, ReadError};
+use crate::web::{self, Request};
+use crate::Config;
+
+/// What the WebSocket listener answers to a plain (non-upgrade) HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpPages {
+    /// Every plain request gets `404 Not Found` (with a one-line hint).
+    #[default]
+    None,
+    /// `GET /` is the live demo page, `GET /relais.js` the browser client
+    /// (and `/relais.d.ts` its type declarations); anything else is a 404.
+    Demo,
+}
+
+/// tungstenite's limits for a relais connection.
+pub fn websocket_config() -> WebSocketConfig {
+    /// Batches are written as one buffer; past this a write is started even
+    /// before the batch is complete.
+    const WRITE_BUFFER: usize = 64 * 1024;
+    WebSocketConfig::default()
+        // Allocated eagerly per connection: small, clients send small updates.
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
+        // The buffer exceeds `write_buffer_size` only while the socket is
+        // not writable: one more message at most (plus headers).
+        .max_write_buffer_size(WRITE_BUFFER + 2 * (MAX_FRAME_LEN + 16))
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
+}
+
+/// Serves one connection accepted on the WebSocket listener: reads its HTTP
+/// request head, then answers it as plain HTTP or upgrades it and runs a
+/// relais session over it. Without a `permit` (the server is full) an
+/// upgrade is refused with `REFUSED server full`, plain HTTP with a 503.
+pub(crate) async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+    relay: Arc<Relay>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    pages: HttpPages,
+) {
+    let _ = stream.set_nodelay(true);
+    let request = tokio::select! {
+        r = web::read_request(&mut stream, config.handshake_timeout) => r,
+        () = shutdown.cancelled() => return,
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(response) => {
+            debug!(%peer, status = response.status, "bad HTTP request");
+            return web::respond(stream, response).await;
+        }
+    };
+    let (key, leftover) = match request {
+        Request::Upgrade { key, leftover } => (key, leftover),
+        Request::Plain { .. } if permit.is_none() => {
+            return web::respond(stream, web::Response::server_full()).await
+        }
+        Request::Plain { head, path } => {
+            return web::respond(stream, web::page(pages, &path, head)).await
+        }
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        debug!(%peer, error = %e, "upgrade failed");
+        return;
+    }
+    let (source, sink) = split(stream, leftover).await;
+    debug!(%peer, "websocket connected");
+    match permit {
+        Some(_permit) => session::run(source, sink, relay, config, shutdown).await,
+        None => {
+            debug!(%peer, "server full");
+            session::refuse_connection(source, sink, RefuseReason::ServerFull, &config).await
+        }
+    }
+}
+
+/// Wraps an upgraded socket (`leftover`: bytes the client sent after its
+/// request head) into the session's frame source and sink.
+pub async fn split(stream: TcpStream, leftover: Vec<u8>) -> (WsSource, WsSink) {
+    let tcp = Arc::new(stream);
+    let ws = WebSocketStream::from_partially_read(
+        SharedTcp(tcp.clone()),
+        leftover,
+        Role::Server,
+        Some(websocket_config()),
+    )
+    .await;
+    let (write, read) = ws.split();
+    let close_code = Arc::new(AtomicU16::new(0));
+    (
+        WsSource {
+            messages: read,
+            tcp: tcp.clone(),
+            max_frame_len: MAX_HELLO_LEN,
+            failed: false,
+            close_code: close_code.clone(),
+        },
+        WsSink {
+            messages: write,
+            tcp: tcp.clone(),
+            close_code,
+            goodbye: None,
+        },
+    )
+}
+
+/// Frame bodies from a WebSocket, one per binary message.
+#[derive(Debug)]
+pub struct WsSource {
+    messages: SplitStream<WebSocketStream<SharedTcp>>,
+    /// The raw socket, drained directly once the WebSocket layer has failed.
+    tcp: Arc<TcpStream>,
+    max_frame_len: usize,
+    failed: bool,
+    /// The close code the sink sends when the session ends (0: its own
+    /// choice), set here when the client broke a transport rule.
+    close_code: Arc<AtomicU16>,
+}
+
+impl WsSource {
+    /// Records why the connection must close and returns the session's error.
+    fn fail(&mut self, code: CloseCode, error: ReadError) -> ReadError {
+        self.failed = true;
+        self.close_code.store(code.into(), Ordering::Relaxed);
+        error
+    }
+
+    /// Reads and discards raw bytes until the peer closes (the linger after
+    /// a failure). Cancel-safe: `readable` and `try_read` lose nothing.
+    async fn drain(&self) -> Result<Option<Bytes>, ReadError> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            self.tcp.readable().await?;
+            match self.tcp.try_read(&mut scratch) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl FrameSource for WsSource {
+    async fn next_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
+        if self.failed {
+            return self.drain().await;
+        }
+        loop {
+            // `SplitStream::next` is cancel-safe (tokio-tungstenite documents
+            // it for its stream; the split half only adds a lock).
+            let message = match self.messages.next().await {
+                None => return Ok(None),
+                Some(Ok(m)) => m,
+                Some(Err(WsError::Io(e))) => {
+                    self.failed = true;
+                    return Err(e.into());
+                }
+                Some(Err(e @ WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                    return Err(self.fail(CloseCode::Size, ReadError::Transport(e.to_string())))
+                }
+                Some(Err(e)) => {
+                    return Err(self.fail(CloseCode::Protocol, ReadError::Transport(e.to_string())))
+                }
+            };
+            match message {
+                Message::Binary(body) if body.len() > self.max_frame_len => {
+                    let too_large = FrameError::TooLarge {
+                        len: body.len() as u64,
+                        max: self.max_frame_len,
+                    };
+                    return Err(self.fail(CloseCode::Size, too_large.into()));
+                }
+                Message::Binary(body) if body.is_empty() => {
+                    return Err(self.fail(CloseCode::Protocol, FrameError::Empty.into()))
+                }
+                Message::Binary(body) => return Ok(Some(body)),
+                Message::Text(_) => {
+                    let e = ReadError::Transport(
+                        "text message: relais frames travel in binary messages".into(),
+                    );
+                    return Err(self.fail(CloseCode::Unsupported, e));
+                }
+                // tungstenite queues the pong itself and sends it with the
+                // next read or write.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                // The client closed; tungstenite queues the reply, which the
+                // next read (the session's linger) flushes.
+                Message::Close(_) => return Ok(None),
+            }
+        }
+    }
+
+    fn set_max_frame_len(&mut self, max: usize) {
+        self.max_frame_len = max;
+    }
+}
+
+/// Encoded frames to a WebSocket, one binary message each.
+#[derive(Debug)]
+pub struct WsSink {
+    messages: SplitSink<WebSocketStream<SharedTcp>, Message>,
+    /// The raw socket, to end our direction after the close frame.
+    tcp: Arc<TcpStream>,
+    close_code: Arc<AtomicU16>,
+    /// The reason of the last `GOODBYE` sent, which picks the close code.
+    goodbye: Option<CloseReason>,
+}
+
+impl FrameSink for WsSink {
+    async fn send_batch(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        for frame in frames {
+            let body = frame.slice(LENGTH_PREFIX_LEN..);
+            if body.first() == Some(&kind::GOODBYE) {
+                self.goodbye = body.get(1).map(|&c| CloseReason::from_code(c));
+            }
+            // `feed` only buffers (writing once the buffer passes
+            // `write_buffer_size`); the flush below writes the batch.
+            self.messages
+                .feed(Message::Binary(body))
+                .await
+                .map_err(into_io)?;
+        }
+        self.messages.flush().await.map_err(into_io)
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        let code = match self.close_code.load(Ordering::Relaxed) {
+            0 => close_code_for(self.goodbye),
+            code => CloseCode::from(code),
+        };
+        let frame = CloseFrame {
+            code,
+            reason: close_text(code).into(),
+        };
+        self.messages
+            .send(Message::Close(Some(frame)))
+            .await
+            .map_err(into_io)?;
+        // Like the TCP transport: end our direction, keep reading (linger).
+        socket2::SockRef::from(&*self.tcp).shutdown(Shutdown::Write)
+    }
+}
+
+/// The WebSocket close code matching a relais close reason.
+fn close_code_for(reason: Option<CloseReason>) -> CloseCode {
+    match reason {
+        None | Some(CloseReason::Normal) => CloseCode::Normal,
+        Some(CloseReason::ServerShutdown) => CloseCode::Away,
+        Some(CloseReason::ProtocolError) => CloseCode::Protocol,
+        Some(CloseReason::SlowConsumer | CloseReason::RateLimit) => CloseCode::Policy,
+        Some(_) => CloseCode::Normal,
+    }
+}
+
+fn close_text(code: CloseCode) -> &'static str {
+    match code {
+        CloseCode::Size => "message too big",
+        CloseCode::Unsupported => "binary messages only",
+        CloseCode::Protocol => "protocol error",
+        CloseCode::Away => "server shutting down",
+        CloseCode::Policy => "policy violation",
+        _ => "",
+    }
+}
+
+fn into_io(e: WsError) -> io::Error {
+    match e {
+        WsError::Io(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+/// A TCP socket shared between the WebSocket stream (which reads and writes
+/// through this) and the [`WsSource`] (which drains it directly after a
+/// failure). tokio's readiness API works on `&TcpStream`.
+#[derive(Debug)]
+pub struct SharedTcp(Arc<TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was stale; polling again registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+    }
+}
