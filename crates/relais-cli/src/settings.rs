@@ -73,6 +73,7 @@ pub struct FileSettings {
     max_message_rate: Option<u32>,
     message_burst: Option<u32>,
     max_pending_bytes: Option<usize>,
+    send_buffer_bytes: Option<usize>,
     flood_factor: Option<u32>,
     flood_seconds: Option<u32>,
 }
@@ -135,6 +136,7 @@ impl Settings {
                 d.write_deadline,
             )?,
             max_pending_bytes: file.max_pending_bytes.unwrap_or(d.max_pending_bytes),
+            send_buffer_bytes: file.send_buffer_bytes.unwrap_or(d.send_buffer_bytes),
             shutdown_grace: secs(
                 "shutdown-grace",
                 args.shutdown_grace,

@@ -24,6 +24,11 @@ pub struct Config {
     /// per sender, so this is only reached by a recipient that has stopped
     /// reading in a room of many large senders.
     pub max_pending_bytes: usize,
+    /// Kernel send buffer of each client socket (`SO_SNDBUF`; Linux doubles
+    /// it for bookkeeping), or 0 for the system's default, which grows to
+    /// megabytes. Kept small so that what a slow reader has not taken waits
+    /// in its outbox, where it is conflated, instead of in the kernel.
+    pub send_buffer_bytes: usize,
     /// On shutdown, how long clients get to receive what is pending and the
     /// goodbye before their connections are cut.
     pub shutdown_grace: Duration,
@@ -50,6 +55,7 @@ impl Default for Config {
             write_deadline: Duration::from_secs(5),
             max_pending_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            send_buffer_bytes: 64 * 1024,
             max_message_rate: 120,
             message_burst: 120,
             flood_factor: 4,

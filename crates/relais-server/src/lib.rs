@@ -107,33 +107,7 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "listening (tcp)");
         }
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = self.shutdown.cancelled() => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(conn) => {
-                    backoff = Duration::from_millis(10);
-                    conn
-                }
-                Err(e) if is_per_connection(&e) => {
-                    debug!(error = %e, "accept failed for one connection");
-                    continue;
-                }
-                Err(e) => {
-                    // Typically EMFILE/ENFILE: out of descriptors. Waiting
-                    // (not spinning) lets connections close and free some.
-                    warn!(error = %e, ?backoff, "accept failed; pausing");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = self.shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = self.next_connection(&listener).await {
             let (source, sink) = tcp::split(stream);
             let permit = self.connections.clone().try_acquire_owned();
             let (relay, config, shutdown) = (
@@ -153,9 +127,7 @@ impl Server {
             });
         }
     }
-}
 
-impl Server {
     /// Accepts WebSocket clients on `listener` (and answers plain HTTP
     /// requests per `pages`) until `stop` completes or the server shuts down,
     /// then shuts the whole server down gracefully, like
@@ -210,7 +182,10 @@ impl Server {
                 () = self.shutdown.cancelled() => return None,
             };
             match accepted {
-                Ok(conn) => return Some(conn),
+                Ok((stream, peer)) => {
+                    tcp::tune(&stream, &self.config);
+                    return Some((stream, peer));
+                }
                 Err(e) if is_per_connection(&e) => {
                     debug!(error = %e, "accept failed for one connection");
                 }

@@ -11,11 +11,23 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::session::{FrameSink, FrameSource, ReadError};
+use crate::Config;
+
+/// Socket options for an accepted client connection, whatever protocol it
+/// then speaks.
+pub fn tune(stream: &TcpStream, config: &Config) {
+    // Relayed updates are small and latency-bound: never wait to coalesce.
+    let _ = stream.set_nodelay(true);
+    // A small kernel send buffer keeps the backlog of a client that stops
+    // reading in its outbox, where newer messages replace older ones, rather
+    // than in the kernel, where megabytes of stale updates would wait.
+    if config.send_buffer_bytes > 0 {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(config.send_buffer_bytes);
+    }
+}
 
 /// Splits a connected socket into the session's frame source and sink.
 pub fn split(stream: TcpStream) -> (StreamSource<OwnedReadHalf>, StreamSink<OwnedWriteHalf>) {
-    // Relayed updates are small and latency-bound: never wait to coalesce.
-    let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     (StreamSource::new(read), StreamSink::new(write))
 }

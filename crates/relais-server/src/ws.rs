@@ -100,7 +100,6 @@ pub(crate) async fn serve_connection(
     shutdown: CancellationToken,
     pages: HttpPages,
 ) {
-    let _ = stream.set_nodelay(true);
     let request = tokio::select! {
         r = web::read_request(&mut stream, config.handshake_timeout) => r,
         () = shutdown.cancelled() => return,
