@@ -74,6 +74,7 @@ pub struct FileSettings {
     message_burst: Option<u32>,
     max_pending_bytes: Option<usize>,
     send_buffer_bytes: Option<usize>,
+    flush_interval: Option<f64>,
     flood_factor: Option<u32>,
     flood_seconds: Option<u32>,
 }
@@ -137,6 +138,12 @@ impl Settings {
             )?,
             max_pending_bytes: file.max_pending_bytes.unwrap_or(d.max_pending_bytes),
             send_buffer_bytes: file.send_buffer_bytes.unwrap_or(d.send_buffer_bytes),
+            flush_interval: match file.flush_interval {
+                None => d.flush_interval,
+                Some(s) => Duration::try_from_secs_f64(s).with_context(|| {
+                    format!("flush_interval = {s} is not a usable number of seconds")
+                })?,
+            },
             shutdown_grace: secs(
                 "shutdown-grace",
                 args.shutdown_grace,

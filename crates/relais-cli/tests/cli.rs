@@ -78,7 +78,7 @@ impl Proc {
         for rx in [&self.stdout, &self.stderr] {
             loop {
                 match rx.recv_timeout(PATIENCE) {
-                    Ok(_) => continue,
+                    Ok(line) => eprintln!("[{}] {line}", self.child.id()),
                     Err(RecvTimeoutError::Disconnected) => break,
                     Err(RecvTimeoutError::Timeout) => panic!("process did not exit"),
                 }

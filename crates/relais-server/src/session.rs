@@ -179,7 +179,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     outbox: Arc<Outbox>,
 ) {
     info!("joined");
-    let writer = write_loop(&outbox, sink, config.write_deadline);
+    let writer = write_loop(&outbox, sink, &config);
     tokio::pin!(writer);
     let reason = tokio::select! {
         reason = read_loop(source, &relay, &membership, &outbox, &config) => reason,
@@ -317,19 +317,24 @@ async fn read_loop<S: FrameSource>(
 
 /// Writes whatever waits in the outbox, batch by batch, until the outbox is
 /// closed (then a goodbye follows) or the socket fails or stalls.
-async fn write_loop<W: FrameSink>(
-    outbox: &Outbox,
-    sink: &mut W,
-    write_deadline: Duration,
-) -> CloseReason {
+async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config) -> CloseReason {
     let mut batch = Vec::new();
+    let mut last_write: Option<Instant> = None;
     loop {
+        // At most one write per flush interval: under load, what arrives
+        // meanwhile joins the next batch (one system call for many
+        // messages); a quiet connection writes at once.
+        if let Some(next) = last_write.map(|t| t + config.flush_interval) {
+            if next > Instant::now() {
+                tokio::time::sleep_until(next).await;
+            }
+        }
         let closed = outbox.drain(&mut batch);
         if closed == Some(CloseReason::SlowConsumer) {
             return CloseReason::SlowConsumer;
         }
         if !batch.is_empty() {
-            match tokio::time::timeout(write_deadline, sink.send_batch(&batch)).await {
+            match tokio::time::timeout(config.write_deadline, sink.send_batch(&batch)).await {
                 Err(_) => return CloseReason::SlowConsumer,
                 Ok(Err(e)) => {
                     debug!(error = %e, "write failed");
@@ -337,15 +342,14 @@ async fn write_loop<W: FrameSink>(
                 }
                 Ok(Ok(())) => batch.clear(),
             }
+            last_write = Some(Instant::now());
         }
         if let Some(reason) = closed {
             // The goodbye is best effort: the connection ends either way.
-            send_final(sink, &[goodbye(reason, "")], write_deadline).await;
+            send_final(sink, &[goodbye(reason, "")], config.write_deadline).await;
             return reason;
         }
-        if batch.is_empty() {
-            outbox.wait().await;
-        }
+        outbox.wait().await;
     }
 }
 

@@ -112,14 +112,25 @@ impl Shared {
     /// reason wins: a later one (say, the read error caused by our own
     /// shutdown) describes a consequence, not the cause.
     pub(crate) fn end(&self, reason: Disconnect) {
-        {
-            let mut status = lock(&self.status);
-            if status.is_some() {
-                return;
-            }
-            tracing::debug!(%reason, "relais connection ended");
-            *status = Some(reason);
+        if self.set_status(reason) {
+            self.wake_all();
         }
+    }
+
+    /// Records why the connection ended, unless that is already known.
+    /// Returns whether it was recorded.
+    fn set_status(&self, reason: Disconnect) -> bool {
+        let mut status = lock(&self.status);
+        if status.is_some() {
+            return false;
+        }
+        tracing::debug!(%reason, "relais connection ended");
+        *status = Some(reason);
+        true
+    }
+
+    /// Wakes every waiter so it sees the status.
+    fn wake_all(&self) {
         // Taking each lock before notifying orders this after any waiter's
         // status check (see the module docs).
         drop(lock(&self.inbound));
@@ -236,11 +247,19 @@ impl Shared {
     /// Asks the writer to flush, say goodbye and stop, and marks the
     /// connection closed by the user (unless it had already ended).
     pub(crate) fn request_close(&self) {
-        // `closing` is set before the status, under the outbound lock, so a
-        // writer that sees the status also sees `closing` and flushes.
-        lock(&self.outbound).closing = true;
+        // `closing` and the status are set together, under the outbound lock
+        // (queue, then status: the documented order): a writer that sees the
+        // status also sees `closing` and flushes, and no goodbye the writer
+        // provokes can be recorded as the reason before `Closed` is.
+        let recorded = {
+            let mut out = lock(&self.outbound);
+            out.closing = true;
+            self.set_status(Disconnect::Closed)
+        };
         self.outbound_ready.notify_all();
-        self.end(Disconnect::Closed);
+        if recorded {
+            self.wake_all();
+        }
     }
 
     /// Waits for the writer's next piece of work and moves the queued
