@@ -1,0 +1,194 @@
+//! Writes the seed corpus from real encodings:
+//! `cargo run --manifest-path fuzz/Cargo.toml --example gen_corpus`.
+//!
+//! Each seed is a split header byte (see `src/lib.rs`) and a byte stream.
+
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use relais_protocol::frames::encode_data;
+use relais_protocol::{
+    encode_message, ClientFrame, CloseReason, Hello, RefuseReason, RoomInfo, ServerFrame, Welcome,
+    MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_NAME_LEN, MAX_PAYLOAD, VERSION,
+};
+
+fn hello(name: &str, room: &str) -> Bytes {
+    ClientFrame::Hello(Hello {
+        version: VERSION,
+        name: name.into(),
+        room: room.into(),
+        echo: true,
+    })
+    .to_bytes()
+}
+
+fn data(payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    encode_data(payload, &mut b);
+    b.freeze()
+}
+
+fn cat(frames: &[Bytes]) -> Vec<u8> {
+    frames.iter().flat_map(|f| f.iter().copied()).collect()
+}
+
+fn write(dir: &Path, name: &str, header: &[u8], stream: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut seed = header.to_vec();
+    seed.extend_from_slice(stream);
+    std::fs::write(dir.join(format!("seed-{name}")), seed).unwrap();
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let max_name = "n".repeat(MAX_NAME_LEN);
+
+    // Client frames.
+    let client = [
+        ("hello", hello("alice", "arena")),
+        ("hello-default-room", hello("bob", "")),
+        ("hello-max", hello(&max_name, &max_name)),
+        ("hello-utf8", hello("élodie 🎮", "salle")),
+        ("data", data(b"x=1;y=2")),
+        ("data-empty", data(b"")),
+        ("data-1k", data(&[0xab; 1024])),
+        ("list-rooms", ClientFrame::ListRooms.to_bytes()),
+        ("ping", ClientFrame::Ping.to_bytes()),
+        ("pong", ClientFrame::Pong.to_bytes()),
+        (
+            "goodbye",
+            ClientFrame::Goodbye(CloseReason::Normal, "bye".into()).to_bytes(),
+        ),
+    ];
+    // Server frames.
+    let server = [
+        (
+            "welcome",
+            ServerFrame::Welcome(Welcome {
+                version: VERSION,
+                max_payload: MAX_PAYLOAD as u32,
+                room: "arena".into(),
+                members: vec!["alice".into(), "bob".into(), "carol".into()],
+            })
+            .to_bytes(),
+        ),
+        (
+            "refused",
+            ServerFrame::Refused(RefuseReason::NameTaken, "name taken".into()).to_bytes(),
+        ),
+        ("message", encode_message("alice", b"x=1;y=2")),
+        ("joined", ServerFrame::Joined("carol".into()).to_bytes()),
+        (
+            "left",
+            ServerFrame::Left("carol".into(), CloseReason::Timeout).to_bytes(),
+        ),
+        (
+            "room-list",
+            ServerFrame::RoomList {
+                rooms: vec![
+                    RoomInfo {
+                        name: "lobby".into(),
+                        members: 3,
+                    },
+                    RoomInfo {
+                        name: "arena".into(),
+                        members: 12,
+                    },
+                ],
+                more: true,
+            }
+            .to_bytes(),
+        ),
+        ("server-ping", ServerFrame::Ping.to_bytes()),
+        (
+            "server-goodbye",
+            ServerFrame::Goodbye(CloseReason::ServerShutdown, "server shutting down".into())
+                .to_bytes(),
+        ),
+    ];
+    // Framing edge cases.
+    let edges: [(&str, Vec<u8>); 4] = [
+        ("too-large", vec![0xff, 0xff, 0xff, 0xff]),
+        ("empty-frame", vec![0, 0, 0, 0]),
+        ("truncated", vec![0, 0, 0, 9, 0x01, 0, 1]),
+        (
+            "max-len-prefix-only",
+            (MAX_FRAME_LEN as u32).to_be_bytes().to_vec(),
+        ),
+    ];
+
+    // frame_decoder: every frame alone (fed byte by byte, whole, and with an
+    // irregular split), then everything in one stream.
+    let dir = root.join("frame_decoder");
+    for (name, f) in client.iter().chain(server.iter()) {
+        write(&dir, name, &[0x00], f);
+        write(&dir, &format!("{name}-split"), &[0x03, 3, 0, 7], f);
+    }
+    for (name, e) in &edges {
+        write(&dir, name, &[0xf8], e);
+    }
+    let all: Vec<Bytes> = client
+        .iter()
+        .chain(server.iter())
+        .map(|(_, f)| f.clone())
+        .collect();
+    write(&dir, "stream", &[0x02, 5, 11], &cat(&all));
+
+    // handshake: what a client sends from the start.
+    let dir = root.join("handshake");
+    let ping = ClientFrame::Ping.to_bytes();
+    let pong = ClientFrame::Pong.to_bytes();
+    let bye = ClientFrame::Goodbye(CloseReason::Normal, String::new()).to_bytes();
+    let sessions: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "join-and-play",
+            cat(&[
+                hello("alice", "arena"),
+                data(b"x=1"),
+                ping,
+                data(b"x=2"),
+                pong,
+                bye.clone(),
+            ]),
+        ),
+        ("join-default-room", cat(&[hello("bob", ""), data(b"hi")])),
+        (
+            "join-max-names",
+            cat(&[hello(&max_name, &max_name), data(&[7; 300]), bye]),
+        ),
+        ("list-rooms", cat(&[ClientFrame::ListRooms.to_bytes()])),
+        ("hello-only", cat(&[hello("alice", "arena")])),
+        (
+            "bad-version",
+            cat(&[ClientFrame::Hello(Hello {
+                version: 2,
+                name: "a".into(),
+                room: String::new(),
+                echo: false,
+            })
+            .to_bytes()]),
+        ),
+        ("empty-name", cat(&[hello("", "arena")])),
+        ("control-name", cat(&[hello("a\nb", "arena")])),
+        (
+            "long-name",
+            cat(&[hello(&"x".repeat(MAX_NAME_LEN + 1), "")]),
+        ),
+        (
+            "bad-utf8-name",
+            vec![0, 0, 0, 8, 0x01, 0, 1, 1, 2, 0xff, 0xfe, 0],
+        ),
+        ("data-first", cat(&[data(b"x=1")])),
+        ("oversized-hello", {
+            let mut v = (MAX_HELLO_LEN as u32 + 1).to_be_bytes().to_vec();
+            v.extend_from_slice(&[0x01; MAX_HELLO_LEN + 1]);
+            v
+        }),
+        ("huge-prefix", vec![0xff, 0xff, 0xff, 0xff]),
+    ];
+    for (name, s) in &sessions {
+        write(&dir, name, &[0x00], s);
+        write(&dir, &format!("{name}-split"), &[0x02, 4, 1], s);
+    }
+    println!("seeds written under {}", root.display());
+}
