@@ -168,6 +168,21 @@ impl Settings {
                 file.flood_seconds.unwrap_or(d.flood_seconds),
             )?,
         };
+        // One largest frame must fit, or every recipient of one would be
+        // dropped as a slow consumer.
+        let min_pending = relais_protocol::LENGTH_PREFIX_LEN + relais_protocol::MAX_FRAME_LEN + 64;
+        anyhow::ensure!(
+            config.max_pending_bytes >= min_pending,
+            "max_pending_bytes must be at least {min_pending} (one largest frame)"
+        );
+        anyhow::ensure!(
+            config.max_connections >= 1,
+            "max-connections must be at least 1"
+        );
+        anyhow::ensure!(
+            config.flush_interval <= Duration::from_secs(1),
+            "flush_interval must be at most 1 second"
+        );
         Ok(Self {
             listen: args
                 .listen
@@ -227,7 +242,17 @@ mod tests {
         };
         let err = Settings::resolve(&args, &FileSettings::default()).unwrap_err();
         assert!(err.to_string().contains("keepalive"), "{err}");
-        let file: FileSettings = toml::from_str("flood_seconds = 0\n").unwrap();
-        assert!(Settings::resolve(&ServeArgs::default(), &file).is_err());
+        for bad in [
+            "flood_seconds = 0\n",
+            "max_pending_bytes = 1000\n",
+            "max_connections = 0\n",
+            "flush_interval = 5.0\n",
+        ] {
+            let file: FileSettings = toml::from_str(bad).unwrap();
+            assert!(
+                Settings::resolve(&ServeArgs::default(), &file).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -120,8 +120,16 @@ impl Server {
                     Ok(_permit) => session::run(source, sink, relay, config, shutdown).await,
                     Err(_) => {
                         debug!(%peer, "server full");
-                        session::refuse_connection(source, sink, RefuseReason::ServerFull, &config)
-                            .await
+                        let refuse = session::refuse_connection(
+                            source,
+                            sink,
+                            RefuseReason::ServerFull,
+                            &config,
+                        );
+                        tokio::select! {
+                            () = refuse => {}
+                            () = shutdown.cancelled() => {}
+                        }
                     }
                 }
             });

@@ -18,6 +18,15 @@ use relais_protocol::CloseReason;
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
+/// What one waiting frame costs besides its bytes (its handle in the queue).
+/// Counted against `max_pending_bytes`, so many tiny frames cannot exceed the
+/// memory cap either.
+const ENTRY_COST: usize = std::mem::size_of::<Bytes>();
+
+/// Slot key for the recipient's own `PONG`: at most one waits, however many
+/// `PING`s it sends. Member ids count up from 0 and never reach it.
+pub const PONG_SLOT: u64 = u64::MAX;
+
 /// Frames waiting for one recipient. Shared between the relay (producers) and
 /// the recipient's writer (the only consumer).
 #[derive(Debug)]
@@ -58,11 +67,11 @@ impl Outbox {
             return;
         }
         let was_empty = st.frames.is_empty();
-        st.bytes += frame.len();
+        st.bytes += frame.len() + ENTRY_COST;
         match st.slots.get(&sender).copied() {
             Some(i) => {
                 let old = std::mem::replace(&mut st.frames[i], frame);
-                st.bytes -= old.len();
+                st.bytes -= old.len() + ENTRY_COST;
             }
             None => {
                 let i = st.frames.len();
@@ -80,7 +89,7 @@ impl Outbox {
             return;
         }
         let was_empty = st.frames.is_empty();
-        st.bytes += frame.len();
+        st.bytes += frame.len() + ENTRY_COST;
         st.frames.push(frame);
         self.after_push(st, was_empty);
     }
@@ -159,7 +168,7 @@ mod tests {
 
     #[test]
     fn too_many_pending_bytes_close_as_slow_consumer() {
-        let o = Outbox::new(4);
+        let o = Outbox::new(4 + ENTRY_COST);
         o.push_event(Bytes::from_static(b"1234"));
         assert_eq!(drained(&o).1, None);
         o.push_event(Bytes::from_static(b"1234"));
@@ -174,7 +183,7 @@ mod tests {
 
     #[test]
     fn replacing_keeps_the_byte_count_right() {
-        let o = Outbox::new(6);
+        let o = Outbox::new(6 + ENTRY_COST);
         for _ in 0..100 {
             o.push_message(7, Bytes::from_static(b"12345"));
         }

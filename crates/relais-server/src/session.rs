@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PONG_SLOT};
 use crate::rate::{FloodDetector, TokenBucket};
 use crate::relay::{Membership, Relay};
 use crate::Config;
@@ -182,6 +182,9 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     let writer = write_loop(&outbox, sink, &config);
     tokio::pin!(writer);
     let reason = tokio::select! {
+        // Reader first: when the client's goodbye and the reset that follows
+        // it are seen in one poll, the reason is the goodbye.
+        biased;
         reason = read_loop(source, &relay, &membership, &outbox, &config) => reason,
         reason = &mut writer => reason,
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
@@ -294,7 +297,7 @@ async fn read_loop<S: FrameSource>(
                     held = Some(payload);
                 }
             }
-            Ok(ClientFrame::Ping) => outbox.push_event(pong.clone()),
+            Ok(ClientFrame::Ping) => outbox.push_message(PONG_SLOT, pong.clone()),
             Ok(ClientFrame::Pong) => {}
             Ok(ClientFrame::Goodbye(..)) => {
                 // A client's last word is relayed even if it was over the rate.

@@ -35,7 +35,7 @@ const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
 ///     .room("arena-7")
 ///     .echo(false)
 ///     .connect_timeout(Duration::from_secs(2))
-///     .connect("127.0.0.1:7878")?;
+///     .connect("127.0.0.1:7777")?;
 /// # Ok::<(), relais::ConnectError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -299,6 +299,9 @@ pub fn list_rooms(addr: impl ToSocketAddrs) -> Result<Vec<RoomInfo>, ConnectErro
                 if !more {
                     return Ok(all);
                 }
+            }
+            ServerFrame::Refused(reason, message) => {
+                return Err(ConnectError::Refused { reason, message })
             }
             other => {
                 return Err(ConnectError::Protocol(format!(

@@ -71,7 +71,7 @@ pub struct Stats {
 /// Dropping it closes the connection as `close` does.
 ///
 /// ```no_run
-/// let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+/// let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
 /// client.send("hello")?;
 /// // A game loop: each frame, take whatever has arrived.
 /// loop {
@@ -102,7 +102,7 @@ impl Client {
     /// ```no_run
     /// use relais::{Client, ConnectError, RefuseReason};
     ///
-    /// match Client::connect("127.0.0.1:7878", "alice") {
+    /// match Client::connect("127.0.0.1:7777", "alice") {
     ///     Ok(client) => println!("joined {} with {:?}", client.room(), client.members()),
     ///     Err(ConnectError::Refused { reason: RefuseReason::NameTaken, .. }) => {
     ///         println!("pick another name")
@@ -117,7 +117,7 @@ impl Client {
     /// Options for a connection registering as `name`.
     ///
     /// ```no_run
-    /// let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7878")?;
+    /// let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7777")?;
     /// # Ok::<(), relais::ConnectError>(())
     /// ```
     pub fn builder(name: &str) -> ClientBuilder {
@@ -168,7 +168,7 @@ impl Client {
     /// `String`, `&'static [u8]`, `&'static str`, `Bytes`.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// let position = format!("{},{}", 10, 20);
     /// client.send(position)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -194,7 +194,7 @@ impl Client {
     /// [`recv_event`](Self::recv_event) to see them.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// while let Some(msg) = client.recv() {
     ///     println!("{} sent {} bytes", msg.sender, msg.payload.len());
     /// }
@@ -212,7 +212,7 @@ impl Client {
     /// use std::time::Duration;
     /// use relais::RecvError;
     ///
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// match client.recv_timeout(Duration::from_millis(100)) {
     ///     Ok(msg) => println!("{}: {:?}", msg.sender, msg.payload),
     ///     Err(RecvError::Timeout) => println!("quiet room"),
@@ -228,7 +228,7 @@ impl Client {
     /// [`recv_timeout`](Self::recv_timeout)).
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// let first = client.recv_blocking()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -242,7 +242,7 @@ impl Client {
     /// ```no_run
     /// use relais::Event;
     ///
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// while let Some(event) = client.recv_event() {
     ///     match event {
     ///         Event::Message(msg) => println!("{}: {:?}", msg.sender, msg.payload),
@@ -261,7 +261,7 @@ impl Client {
     /// [`recv_timeout`](Self::recv_timeout) for disconnects).
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// let event = client.recv_event_timeout(std::time::Duration::from_secs(1));
     /// # Ok::<(), relais::ConnectError>(())
     /// ```
@@ -272,7 +272,7 @@ impl Client {
     /// Waits for an event until one arrives or the connection ends.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// while let Ok(event) = client.recv_event_blocking() {
     ///     println!("{event:?}");
     /// }
@@ -287,7 +287,7 @@ impl Client {
     /// ended and every message received before has been taken.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// for msg in client.iter() {
     ///     println!("{}: {:?}", msg.sender, msg.payload);
     /// }
@@ -303,7 +303,7 @@ impl Client {
     /// not the user reads the events.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// println!("{} players here", client.members().len());
     /// # Ok::<(), relais::ConnectError>(())
     /// ```
@@ -314,7 +314,7 @@ impl Client {
     /// Why the connection ended, or `None` while it is up.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// if let Some(why) = client.status() {
     ///     println!("disconnected: {why}");
     /// }
@@ -327,7 +327,7 @@ impl Client {
     /// The connection's counters.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// let stats = client.stats();
     /// println!("sent {}, dropped {}", stats.sent, stats.dropped_outbound);
     /// # Ok::<(), relais::ConnectError>(())
@@ -343,7 +343,7 @@ impl Client {
     /// Calling it again does nothing; dropping the client does the same.
     ///
     /// ```no_run
-    /// # let client = relais::Client::connect("127.0.0.1:7878", "alice")?;
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
     /// client.send("bye, all")?;
     /// client.close(); // "bye, all" is written before the goodbye
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -7,7 +7,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7878")?;
+//! let client = relais::Client::builder("alice").room("arena-7").connect("127.0.0.1:7777")?;
 //! println!("in {} with {:?}", client.room(), client.members());
 //! client.send("x=10,y=20")?;
 //! let reply = client.recv_timeout(Duration::from_secs(1))?;

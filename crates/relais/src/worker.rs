@@ -96,6 +96,9 @@ fn dispatch(shared: &Shared, body: Bytes) -> Result<(), Disconnect> {
     let frame = ServerFrame::decode(body).map_err(|e| Disconnect::Protocol(e.to_string()))?;
     match frame {
         ServerFrame::Message { sender, payload } => {
+            // A copy: a slice would keep the whole read buffer it came from
+            // alive for as long as the message waits in the receive queue.
+            let payload = Bytes::copy_from_slice(&payload);
             shared.push_event(Event::Message(Message { sender, payload }));
         }
         ServerFrame::Joined(name) => {

@@ -165,7 +165,6 @@ async fn per_sender_order_holds_under_load() {
         })
         .collect();
     let mut last = [None::<u32>; SENDERS];
-    let mut received = 0u32;
     while last.iter().any(|l| *l != Some(PER_SENDER - 1)) {
         match watcher.next().await.expect("connection stays up") {
             ServerFrame::Message { sender, payload } => {
@@ -177,13 +176,11 @@ async fn per_sender_order_holds_under_load() {
                     last[i]
                 );
                 last[i] = Some(seq);
-                received += 1;
             }
             ServerFrame::Joined(_) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(received <= SENDERS as u32 * PER_SENDER, "never duplicated");
     for t in tasks {
         t.await.unwrap();
     }
