@@ -68,7 +68,7 @@ pub enum ReadError {
 /// most this long, waiting for the client to close its side: closing a socket
 /// with unread input resets the connection, which can destroy the goodbye in
 /// flight.
-const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one client until it leaves, fails, or `shutdown` fires.
 pub async fn run<S: FrameSource, W: FrameSink>(

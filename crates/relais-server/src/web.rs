@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::session::LINGER;
 use crate::ws::HttpPages;
 
 /// The demo page, served at `/` by `relais serve --web`.
@@ -24,9 +25,6 @@ pub const CLIENT_DTS: &str = include_str!("../../../web/relais.d.ts");
 const MAX_HEAD: usize = 8 * 1024;
 /// Most headers in a request head.
 const MAX_HEADERS: usize = 48;
-/// How long an answered plain-HTTP connection is read and discarded while
-/// waiting for the client to close (so the answer is not lost to a reset).
-const LINGER: Duration = Duration::from_secs(1);
 
 /// A request head, classified.
 #[derive(Debug)]
