@@ -166,7 +166,7 @@ pub enum ServerFrame {
 /// allocation. The server calls this once per inbound message and shares the
 /// result among all recipients.
 pub fn encode_message(sender: &str, payload: &[u8]) -> Bytes {
-    debug_assert!(sender.len() <= u8::MAX as usize);
+    let sender = short_str(sender);
     let body = 1 + 1 + sender.len() + payload.len();
     let mut buf = BytesMut::with_capacity(LENGTH_PREFIX_LEN + body);
     buf.put_u32(body as u32);
@@ -382,12 +382,18 @@ fn with_prefix(dst: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
 /// get here; a longer string is cut at 255 bytes on a character boundary so
 /// the encoding stays well-formed whatever the caller passes.
 fn put_short_str(b: &mut BytesMut, s: &str) {
+    let s = short_str(s);
+    b.put_u8(s.len() as u8);
+    b.put_slice(s.as_bytes());
+}
+
+/// `s` cut to at most 255 bytes, on a character boundary.
+fn short_str(s: &str) -> &str {
     let mut end = s.len().min(u8::MAX as usize);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    b.put_u8(end as u8);
-    b.put_slice(&s.as_bytes()[..end]);
+    &s[..end]
 }
 
 fn put_goodbye(b: &mut BytesMut, reason: CloseReason, text: &str) {
@@ -569,6 +575,23 @@ mod tests {
                 field: "type"
             })
         );
+    }
+
+    #[test]
+    fn overlong_names_are_cut_and_the_length_prefix_stays_right() {
+        let long = "é".repeat(200); // 400 bytes
+        let m = encode_message(&long, b"x");
+        let decoded = ServerFrame::decode(body(m.clone())).unwrap();
+        let expected_sender = "é".repeat(127); // 254 bytes, on a boundary
+        assert_eq!(
+            decoded,
+            ServerFrame::Message {
+                sender: expected_sender,
+                payload: Bytes::from_static(b"x")
+            }
+        );
+        let prefix = u32::from_be_bytes(m[..4].try_into().unwrap()) as usize;
+        assert_eq!(prefix, m.len() - LENGTH_PREFIX_LEN);
     }
 
     #[test]
