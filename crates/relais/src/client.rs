@@ -337,8 +337,9 @@ impl Client {
     }
 
     /// Closes the connection: writes the payloads still queued (giving up
-    /// after one second), says goodbye, shuts the socket down and waits for
-    /// both background threads to exit. The status becomes
+    /// after one second), says goodbye, waits (at most one more second) for
+    /// the server's goodbye, shuts the socket down and waits for both
+    /// background threads to exit. The status becomes
     /// [`Disconnect::Closed`] unless the connection had already ended.
     /// Calling it again does nothing; dropping the client does the same.
     ///
@@ -355,9 +356,16 @@ impl Client {
         let Some((reader, writer)) = workers.take() else {
             return;
         };
+        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
         self.shared.request_close();
-        self.shared
-            .wait_writer_finished(Instant::now() + CLOSE_FLUSH_TIMEOUT);
+        if self.shared.wait_writer_finished(deadline) {
+            // Our goodbye is out: read on until the server's goodbye (or its
+            // end of stream), as the protocol asks. Closing with its frames
+            // unread would reset the connection, and the server could see a
+            // lost connection instead of a clean leave.
+            self.shared
+                .wait_reader_finished(Instant::now() + CLOSE_FLUSH_TIMEOUT);
+        }
         // Wakes the reader from `read()`, and the writer from a `write()`
         // that outlived the flush deadline.
         let _ = self.stream.shutdown(Shutdown::Both);

@@ -54,6 +54,8 @@ struct Outbound {
     pong_due: bool,
     closing: bool,
     writer_done: bool,
+    /// The reader thread has exited (kept here to share the condvar).
+    reader_done: bool,
 }
 
 /// State shared by the [`Client`](crate::Client) handle and its two threads.
@@ -92,6 +94,7 @@ impl Shared {
                 pong_due: false,
                 closing: false,
                 writer_done: false,
+                reader_done: false,
             }),
             outbound_ready: Condvar::new(),
             status: Mutex::new(None),
@@ -298,11 +301,27 @@ impl Shared {
         self.outbound_ready.notify_all();
     }
 
+    /// Called by the reader thread as it exits.
+    pub(crate) fn reader_finished(&self) {
+        lock(&self.outbound).reader_done = true;
+        self.outbound_ready.notify_all();
+    }
+
     /// Waits until the writer has exited or `deadline` passes; returns
     /// whether it exited.
     pub(crate) fn wait_writer_finished(&self, deadline: Instant) -> bool {
+        self.wait_outbound_until(deadline, |out| out.writer_done)
+    }
+
+    /// Waits until the reader has exited or `deadline` passes; returns
+    /// whether it exited.
+    pub(crate) fn wait_reader_finished(&self, deadline: Instant) -> bool {
+        self.wait_outbound_until(deadline, |out| out.reader_done)
+    }
+
+    fn wait_outbound_until(&self, deadline: Instant, done: impl Fn(&Outbound) -> bool) -> bool {
         let mut out = lock(&self.outbound);
-        while !out.writer_done {
+        while !done(&out) {
             let now = Instant::now();
             if now >= deadline {
                 return false;

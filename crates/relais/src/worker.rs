@@ -41,6 +41,7 @@ pub(crate) fn run_reader(shared: &Shared, mut stream: TcpStream, mut buf: BytesM
     let reason = read_until_end(shared, &mut stream, &mut buf);
     shared.end(reason);
     let _ = stream.shutdown(Shutdown::Both);
+    shared.reader_finished();
 }
 
 /// Reads and dispatches frames until the connection ends; returns why.
