@@ -120,42 +120,18 @@ impl Server {
                     Ok(_permit) => session::run(source, sink, relay, config, shutdown).await,
                     Err(_) => {
                         debug!(%peer, "server full");
-                        let refuse = session::refuse_connection(
-                            source,
-                            sink,
-                            RefuseReason::ServerFull,
-                            &config,
-                        );
-                        tokio::select! {
-                            () = refuse => {}
-                            () = shutdown.cancelled() => {}
-                        }
+                        let reason = RefuseReason::ServerFull;
+                        session::refuse_connection(source, sink, reason, &config, &shutdown).await
                     }
                 }
             });
         }
     }
 
-    /// Accepts WebSocket clients on `listener` (and answers plain HTTP
-    /// requests per `pages`) until `stop` completes or the server shuts down,
-    /// then shuts the whole server down gracefully, like
-    /// [`serve_tcp`](Self::serve_tcp).
-    pub async fn serve_ws(
-        &self,
-        listener: TcpListener,
-        pages: ws::HttpPages,
-        stop: impl Future<Output = ()>,
-    ) {
-        tokio::select! {
-            () = self.accept_ws(listener, pages) => {}
-            () = stop => {}
-        }
-        self.shutdown().await;
-    }
-
-    /// The WebSocket accept loop alone, to run next to another listener
-    /// (e.g. [`serve_tcp`](Self::serve_tcp), whose shutdown also ends this):
-    /// returns when the server shuts down, without shutting it down itself.
+    /// Accepts WebSocket clients (and answers plain HTTP requests per
+    /// `pages`) on `listener`, next to the TCP listener of
+    /// [`serve_tcp`](Self::serve_tcp), whose shutdown also ends this: returns
+    /// when the server shuts down, without shutting it down itself.
     /// Connections share the server's connection limit and shutdown.
     pub async fn accept_ws(&self, listener: TcpListener, pages: ws::HttpPages) {
         if let Ok(addr) = listener.local_addr() {

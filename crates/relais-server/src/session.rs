@@ -89,13 +89,20 @@ pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
     mut sink: W,
     reason: RefuseReason,
     config: &Config,
+    shutdown: &CancellationToken,
 ) {
-    if let Ok(Ok(Some(_))) =
-        tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
-    {
-        let last_words = [refusal(reason, &reason.to_string())];
-        send_final(&mut sink, &last_words, config.write_deadline).await;
-        linger(&mut source).await;
+    let refuse = async {
+        if let Ok(Ok(Some(_))) =
+            tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
+        {
+            let last_words = [refusal(reason, &reason.to_string())];
+            send_final(&mut sink, &last_words, config.write_deadline).await;
+            linger(&mut source).await;
+        }
+    };
+    tokio::select! {
+        () = refuse => {}
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -246,6 +253,12 @@ async fn read_loop<S: FrameSource>(
     );
     // The newest message sent over the rate, relayed when a token frees up.
     let mut held: Option<Bytes> = None;
+    // One keepalive timer for the whole session, not one per frame: a frame
+    // only records when it came; the timer, when it fires, checks whether
+    // the client has really been silent for a whole interval.
+    let mut last_heard = now;
+    let silence = tokio::time::sleep_until(now + config.keepalive_interval);
+    tokio::pin!(silence);
     loop {
         let next = async {
             match held {
@@ -254,7 +267,22 @@ async fn read_loop<S: FrameSource>(
             }
         };
         let frame = tokio::select! {
-            r = tokio::time::timeout(config.keepalive_interval, source.next_frame()) => r,
+            r = source.next_frame() => r,
+            () = &mut silence => {
+                let now = Instant::now();
+                let quiet_until = last_heard + config.keepalive_interval;
+                if quiet_until > now {
+                    silence.as_mut().reset(quiet_until);
+                    continue;
+                }
+                if unanswered_pings >= 2 {
+                    return CloseReason::Timeout;
+                }
+                unanswered_pings += 1;
+                outbox.push_event(ping.clone());
+                silence.as_mut().reset(now + config.keepalive_interval);
+                continue;
+            }
             () = next => {
                 if bucket.try_take(Instant::now()) {
                     if let Some(payload) = held.take() {
@@ -265,29 +293,22 @@ async fn read_loop<S: FrameSource>(
             }
         };
         let frame = match frame {
-            Err(_) => {
-                if unanswered_pings >= 2 {
-                    return CloseReason::Timeout;
-                }
-                unanswered_pings += 1;
-                outbox.push_event(ping.clone());
-                continue;
-            }
-            Ok(Ok(Some(body))) => body,
-            Ok(Ok(None)) => return CloseReason::ConnectionLost,
-            Ok(Err(ReadError::Io(e))) => {
+            Ok(Some(body)) => body,
+            Ok(None) => return CloseReason::ConnectionLost,
+            Err(ReadError::Io(e)) => {
                 debug!(error = %e, "read failed");
                 return CloseReason::ConnectionLost;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 debug!(error = %e, "bad frame");
                 return CloseReason::ProtocolError;
             }
         };
+        let now = Instant::now();
+        last_heard = now;
         unanswered_pings = 0;
         match ClientFrame::decode(frame) {
             Ok(ClientFrame::Data(payload)) => {
-                let now = Instant::now();
                 if flood.record(now) {
                     return CloseReason::RateLimit;
                 }

@@ -135,7 +135,8 @@ pub(crate) async fn serve_connection(
         Some(_permit) => session::run(source, sink, relay, config, shutdown).await,
         None => {
             debug!(%peer, "server full");
-            session::refuse_connection(source, sink, RefuseReason::ServerFull, &config).await
+            session::refuse_connection(source, sink, RefuseReason::ServerFull, &config, &shutdown)
+                .await
         }
     }
 }
