@@ -69,17 +69,36 @@ export interface ConnectOptions {
   room?: string;
   /** Receive this client's own messages back (to measure the round trip). Default false. */
   echo?: boolean;
-  /** Most events waiting for `recv`/`recvEvent`; the oldest is dropped past it. Default 1024. */
+  /**
+   * What the receive queue keeps; `"latest"` is the choice for game state.
+   * - `"queue"` (default): every event in order; past `queueSize` the oldest
+   *   event is dropped (`stats.recvDropped`). For chat-like uses.
+   * - `"latest"`: at most one waiting message per sender, its newest: a newer
+   *   message replaces the waiting one in place (`stats.recvConflated`).
+   *   Joined/left events are never replaced and keep their order (one about X
+   *   ends X's slot: X's later messages queue after it). Past `queueSize` the
+   *   oldest message is dropped, or the oldest event if only joined/left
+   *   events wait (`stats.recvDropped`).
+   * `onevent` and the DOM events see every message either way.
+   */
+  receive?: ReceiveMode;
+  /** Most events waiting for `recv`/`recvEvent` (see `receive` for what is dropped past it). Default 1024. */
   queueSize?: number;
   /** How long the handshake may take. Default 10 000 ms. */
   timeoutMs?: number;
 }
 
+/** What the receive queue keeps (see `ConnectOptions.receive`). */
+export type ReceiveMode = "queue" | "latest";
+
 export interface Stats {
   sent: number;
+  /** Messages received, including any later replaced or dropped in the receive queue. */
   received: number;
   /** Events dropped because the receive queue was full. */
   recvDropped: number;
+  /** Waiting messages replaced by a newer one from the same sender ("latest" mode only). */
+  recvConflated: number;
   /** Payloads replaced by a newer one while the socket was backed up. */
   sendConflated: number;
 }
@@ -92,6 +111,8 @@ export class Client extends EventTarget {
   readonly echo: boolean;
   /** The largest payload the server relays. */
   readonly maxPayload: number;
+  /** What the receive queue keeps. */
+  readonly receive: ReceiveMode;
   /** Everyone in the room, this client included, kept current. */
   readonly members: string[];
   /** Undefined while connected, then how it ended. */

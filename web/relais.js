@@ -5,6 +5,9 @@
 //   client.send(JSON.stringify({ x: 10, y: 20 }));   // returns at once
 //   let m; while ((m = client.recv())) console.log(m.sender, m.text);  // never blocks
 //
+// For game state, pass `receive: "latest"`: the receive queue then keeps at
+// most one waiting message per sender, its newest (see connect()).
+//
 // It speaks the relais binary protocol (PROTOCOL.md) over WebSocket: one
 // binary WebSocket message carries one frame body (type byte + fields, no
 // length prefix). Types are in relais.d.ts.
@@ -107,10 +110,26 @@ export class Message {
  * Connects to a relais server's WebSocket endpoint and joins a room.
  * Resolves to a {@link Client} once the server welcomed it; rejects with a
  * {@link RefusedError} (name taken, room full, ...) or a {@link RelaisError}.
+ *
+ * `options.receive` says what the receive queue keeps (at most `queueSize`
+ * events either way; `members` is always current):
+ * - `"queue"` (the default): every event in order; when full, the oldest
+ *   event of any kind is dropped (`stats.recvDropped`). For chat-like uses.
+ * - `"latest"`, **the choice for game state**: at most one waiting message
+ *   per sender, its newest. A newer message replaces the sender's waiting one
+ *   in place (same queue position; `stats.recvConflated`). Joined/left events
+ *   are never replaced and keep their order: one about X ends X's slot, so
+ *   X's later messages queue after it. When full, the oldest *message* is
+ *   dropped, or the oldest event if only joined/left events wait
+ *   (`stats.recvDropped`).
+ * `onevent` and the DOM events still see every message as it arrives.
  */
 export function connect(url, name, options = {}) {
-  const { room = "", echo = false, queueSize = 1024, timeoutMs = 10000 } = options;
+  const { room = "", echo = false, queueSize = 1024, timeoutMs = 10000, receive = "queue" } = options;
   return new Promise((resolve, reject) => {
+    if (receive !== "queue" && receive !== "latest") {
+      throw new TypeError(`receive must be "queue" or "latest", not ${JSON.stringify(receive)}`);
+    }
     checkName("name", name);
     if (room !== "") checkName("room", room);
     const ws = new WebSocket(url);
@@ -140,7 +159,7 @@ export function connect(url, name, options = {}) {
           const members = Array.from({ length: f.u16() }, () => f.str());
           done = true;
           clearTimeout(timer);
-          resolve(new Client(ws, { name, room: joined, echo, version, maxPayload, members, queueSize }));
+          resolve(new Client(ws, { name, room: joined, echo, version, maxPayload, members, queueSize, receive }));
         } else if (b[0] === REFUSED) {
           fail(new RefusedError(f.u8(), f.restStr()));
         } else if (b[0] === GOODBYE) {
@@ -168,15 +187,23 @@ export class Client extends EventTarget {
     this.room = w.room;
     this.echo = w.echo;
     this.maxPayload = w.maxPayload;
+    /** What the receive queue keeps: "queue" or "latest" (see connect). */
+    this.receive = w.receive;
     /** Callback for every event (message, joined, left, close); optional. */
     this.onevent = null;
     /** Undefined while connected, then why it ended (see relais.d.ts). */
     this.status = undefined;
-    this.stats = { sent: 0, received: 0, recvDropped: 0, sendConflated: 0 };
+    this.stats = { sent: 0, received: 0, recvDropped: 0, recvConflated: 0, sendConflated: 0 };
     this._ws = ws;
     this._members = w.members.slice();
+    // The receive queue holds boxes `{ event }`, so that in "latest" mode a
+    // newer message replaces a waiting one in place: `_slots` maps each
+    // sender to the box of its waiting message, until that box is taken or
+    // dropped, or a joined/left event about the sender is queued.
     this._queue = [];
-    this._queueSize = w.queueSize;
+    this._slots = new Map();
+    this._latest = w.receive === "latest";
+    this._queueSize = Math.max(1, w.queueSize);
     this._held = null;
     this._lastHeard = Date.now();
     this._pinged = false;
@@ -225,15 +252,23 @@ export class Client extends EventTarget {
 
   /** The oldest received message, or undefined. Never blocks. Presence events queued before it are skipped (use recvEvent to see them). */
   recv() {
-    while (this._queue.length) {
-      const e = this._queue.shift();
-      if (e.type === "message") return e;
-    }
+    let e;
+    while ((e = this.recvEvent())) if (e.type === "message") return e;
     return undefined;
   }
 
   /** The oldest received event (message, joined or left), or undefined. Never blocks. */
-  recvEvent() { return this._queue.shift(); }
+  recvEvent() {
+    return this._queue.length ? this._take(0) : undefined;
+  }
+
+  /** Removes the queue entry at `i`, ending its sender's slot if it held it. */
+  _take(i) {
+    const [box] = this._queue.splice(i, 1);
+    const e = box.event;
+    if (e.type === "message" && this._slots.get(e.sender) === box) this._slots.delete(e.sender);
+    return e;
+  }
 
   /** Says goodbye and closes the connection. Idempotent. */
   close() {
@@ -261,9 +296,28 @@ export class Client extends EventTarget {
   }
 
   _push(event) {
-    if (this._queue.length >= this._queueSize) { this._queue.shift(); this.stats.recvDropped++; }
-    this._queue.push(event);
+    this._enqueue(event);
     this._emit(event);
+  }
+
+  _enqueue(event) {
+    if (this._latest) {
+      if (event.type === "message") {
+        const waiting = this._slots.get(event.sender);
+        if (waiting) { waiting.event = event; this.stats.recvConflated++; return; }
+      } else {
+        this._slots.delete(event.name);
+      }
+    }
+    if (this._queue.length >= this._queueSize) {
+      // "latest" drops the oldest message first; joined/left only if nothing else waits.
+      const m = this._latest ? this._queue.findIndex((b) => b.event.type === "message") : -1;
+      this._take(Math.max(m, 0));
+      this.stats.recvDropped++;
+    }
+    const box = { event };
+    this._queue.push(box);
+    if (this._latest && event.type === "message") this._slots.set(event.sender, box);
   }
 
   _emit(event) {

@@ -3,6 +3,8 @@
 //! - [`relay`]: the transport-agnostic core: rooms, members, latest-wins
 //!   fan-out, the late-joiner snapshot.
 //! - [`outbox`]: each recipient's conflating queue.
+//! - [`pacing`]: how much each recipient's connection may hold in the kernel
+//!   ([`tcp_info`] reads it), so state waits where it is conflated.
 //! - [`session`]: one connection's life (handshake, reader, writer, goodbye),
 //!   generic over a [`session::FrameSource`]/[`session::FrameSink`] pair.
 //! - [`tcp`]: the TCP transport.
@@ -21,10 +23,12 @@
 pub mod config;
 pub mod fdlimit;
 pub mod outbox;
+pub mod pacing;
 pub mod rate;
 pub mod relay;
 pub mod session;
 pub mod tcp;
+pub mod tcp_info;
 pub mod web;
 pub mod ws;
 

@@ -126,6 +126,11 @@ impl Outbox {
         st.closed
     }
 
+    /// Why the outbox was closed, if it was.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().closed
+    }
+
     /// Waits until something was pushed or the outbox was closed since the
     /// last [`drain`](Self::drain). Returns at once if that already happened
     /// while nobody was waiting.

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
 use crate::outbox::{Outbox, PONG_SLOT};
+use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
 use crate::relay::{Membership, Relay};
 use crate::Config;
@@ -47,6 +48,13 @@ pub trait FrameSink: Send {
 
     /// Closes the sending direction once everything is written.
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// What the connection still holds of what was written (for
+    /// [`pacing`](crate::pacing)), or `None` if the transport cannot tell,
+    /// which leaves it unpaced.
+    fn send_queue(&self) -> Option<SendQueue> {
+        None
+    }
 }
 
 /// Why reading a frame failed.
@@ -340,10 +348,13 @@ async fn read_loop<S: FrameSource>(
 }
 
 /// Writes whatever waits in the outbox, batch by batch, until the outbox is
-/// closed (then a goodbye follows) or the socket fails or stalls.
+/// closed (then a goodbye follows) or the socket fails or stalls. Batches
+/// are paced (see [`crate::pacing`]): while the connection holds more than
+/// it drains in a short while, what waits stays in the outbox, conflated.
 async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config) -> CloseReason {
     let mut batch = Vec::new();
     let mut last_write: Option<Instant> = None;
+    let mut pacer = Pacer::new(config.write_deadline);
     loop {
         // At most one write per flush interval: under load, what arrives
         // meanwhile joins the next batch (one system call for many
@@ -353,11 +364,22 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
                 tokio::time::sleep_until(next).await;
             }
         }
+        loop {
+            match pacer.pace(Instant::now(), || sink.send_queue()) {
+                Pace::Write => break,
+                Pace::Wait(wait) => tokio::time::sleep(wait).await,
+                Pace::Stalled => return CloseReason::SlowConsumer,
+            }
+            if outbox.close_reason() == Some(CloseReason::SlowConsumer) {
+                return CloseReason::SlowConsumer;
+            }
+        }
         let closed = outbox.drain(&mut batch);
         if closed == Some(CloseReason::SlowConsumer) {
             return CloseReason::SlowConsumer;
         }
         if !batch.is_empty() {
+            pacer.written(batch.iter().map(Bytes::len).sum());
             match tokio::time::timeout(config.write_deadline, sink.send_batch(&batch)).await {
                 Err(_) => return CloseReason::SlowConsumer,
                 Ok(Err(e)) => {

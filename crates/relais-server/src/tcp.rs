@@ -11,6 +11,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::session::{FrameSink, FrameSource, ReadError};
+use crate::tcp_info::{self, SendQueue};
 use crate::Config;
 
 /// Socket options for an accepted client connection, whatever protocol it
@@ -92,7 +93,27 @@ impl<W> StreamSink<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin + Send> FrameSink for StreamSink<W> {
+/// A byte stream that may tell how much of what was written to it is still
+/// queued (see [`crate::pacing`]).
+pub trait SendQueueProbe {
+    /// The stream's send queue, or `None` if it cannot tell.
+    fn send_queue(&self) -> Option<SendQueue>;
+}
+
+impl SendQueueProbe for OwnedWriteHalf {
+    fn send_queue(&self) -> Option<SendQueue> {
+        tcp_info::send_queue(self.as_ref()).ok()
+    }
+}
+
+/// In-memory pipes (tests) are not paced.
+impl<T> SendQueueProbe for tokio::io::WriteHalf<T> {
+    fn send_queue(&self) -> Option<SendQueue> {
+        None
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + SendQueueProbe> FrameSink for StreamSink<W> {
     async fn send_batch(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if let [one] = frames {
             return self.write.write_all(one).await;
@@ -111,5 +132,9 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for StreamSink<W> {
 
     async fn close(&mut self) -> io::Result<()> {
         self.write.shutdown().await
+    }
+
+    fn send_queue(&self) -> Option<SendQueue> {
+        self.write.send_queue()
     }
 }

@@ -307,6 +307,10 @@ impl FrameSink for WsSink {
         // Like the TCP transport: end our direction, keep reading (linger).
         socket2::SockRef::from(&*self.tcp).shutdown(Shutdown::Write)
     }
+
+    fn send_queue(&self) -> Option<crate::pacing::SendQueue> {
+        crate::tcp_info::send_queue(&*self.tcp).ok()
+    }
 }
 
 /// The WebSocket close code matching a relais close reason.

@@ -26,14 +26,69 @@ const DEFAULT_INBOUND_CAPACITY: usize = 4096;
 /// Default for [`ClientBuilder::outbound_capacity`].
 const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
 
+/// What the receive queue keeps when messages arrive faster than the user
+/// takes them; chosen with [`ClientBuilder::receive_mode`].
+///
+/// Either way the queue holds at most
+/// [`inbound_capacity`](ClientBuilder::inbound_capacity) events,
+/// [`Client::members`] stays current whatever is dropped, and
+/// [`Stats::received`](crate::Stats::received) counts every message that
+/// arrived.
+///
+/// **For game state, use [`LatestPerSender`](Self::LatestPerSender)**: a
+/// game loop that hitches for two seconds then reads each player's current
+/// state, not two seconds of history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReceiveMode {
+    /// Every event, oldest first (the default).
+    ///
+    /// Kept: every message and presence event, in arrival order. Dropped:
+    /// when the queue is full, the **oldest** event of any kind, counted in
+    /// [`Stats::dropped_inbound`](crate::Stats::dropped_inbound). Nothing is
+    /// conflated. For chat, logs, commands: streams where each message
+    /// counts.
+    #[default]
+    Queue,
+    /// At most one waiting message per sender: the newest.
+    ///
+    /// Kept: for each sender, only its newest message. A newer message from
+    /// a sender replaces the one of theirs still waiting **in its place in
+    /// the queue**, so per-sender order holds, nothing is duplicated, and
+    /// each replacement is counted in
+    /// [`Stats::recv_conflated`](crate::Stats::recv_conflated) (not as a
+    /// drop).
+    ///
+    /// Presence events (`Joined`, `Left`) are never replaced or merged, and
+    /// keep their order relative to messages: a presence event about `X`
+    /// ends `X`'s slot, so `X`'s message queued before it is taken before it,
+    /// and `X`'s next message queues after it. Taking a message frees its
+    /// sender's slot too: the next one queues at the back.
+    ///
+    /// The queue therefore holds about one message per member (a room has at
+    /// most 1,000) plus the presence events not yet taken. If it still
+    /// reaches its capacity (more presence events waiting than the capacity
+    /// leaves room for: over 3,000 with the default 4096), the **oldest
+    /// message** is dropped to make room, and only when nothing but presence
+    /// events wait is the oldest presence event dropped; both count in
+    /// [`Stats::dropped_inbound`](crate::Stats::dropped_inbound).
+    ///
+    /// [`Client::recv`] takes the oldest waiting message (passing over, and
+    /// discarding, the presence events before it, as in every mode);
+    /// [`Client::recv_event`] takes every event in order.
+    LatestPerSender,
+}
+
 /// Options for a connection; [`connect`](Self::connect) opens it.
 ///
 /// ```no_run
 /// use std::time::Duration;
+/// use relais::ReceiveMode;
 ///
 /// let client = relais::Client::builder("alice")
 ///     .room("arena-7")
 ///     .echo(false)
+///     .receive_mode(ReceiveMode::LatestPerSender) // game state: newest per player
 ///     .connect_timeout(Duration::from_secs(2))
 ///     .connect("127.0.0.1:7777")?;
 /// # Ok::<(), relais::ConnectError>(())
@@ -46,6 +101,7 @@ pub struct ClientBuilder {
     echo: bool,
     connect_timeout: Duration,
     keepalive: Duration,
+    receive_mode: ReceiveMode,
     inbound_capacity: usize,
     outbound_capacity: usize,
 }
@@ -59,6 +115,7 @@ impl ClientBuilder {
             echo: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             keepalive: DEFAULT_KEEPALIVE,
+            receive_mode: ReceiveMode::Queue,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
         }
@@ -95,9 +152,49 @@ impl ClientBuilder {
         self
     }
 
+    /// What the receive queue keeps when the user reads slower than
+    /// messages arrive (see [`ReceiveMode`]).
+    ///
+    /// **For game state, choose [`ReceiveMode::LatestPerSender`]**: at most
+    /// one message waits per sender, its newest, so a loop that stalls reads
+    /// everyone's current state when it resumes, and presence events are
+    /// still all there, in order.
+    ///
+    /// The default is [`ReceiveMode::Queue`], which loses nothing below the
+    /// capacity: it is what chat-like uses need (every line counts), it keeps
+    /// existing programs' behaviour, and a loop that drains the queue every
+    /// frame sees nearly the same in both modes (the server itself already
+    /// keeps only the newest message per sender for a recipient that falls
+    /// behind on the network); the difference shows when the reader stalls.
+    ///
+    /// ```no_run
+    /// use relais::{Client, Event, ReceiveMode};
+    ///
+    /// let client = Client::builder("alice")
+    ///     .receive_mode(ReceiveMode::LatestPerSender)
+    ///     .connect("127.0.0.1:7777")?;
+    /// // After a stall: each player's newest state, and every join and leave.
+    /// while let Some(event) = client.recv_event() {
+    ///     match event {
+    ///         Event::Message(m) => println!("{} is at {:?}", m.sender, m.payload),
+    ///         Event::Joined(name) => println!("{name} joined"),
+    ///         Event::Left { name, .. } => println!("{name} left"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// println!("{} stale states skipped", client.stats().recv_conflated);
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn receive_mode(mut self, mode: ReceiveMode) -> Self {
+        self.receive_mode = mode;
+        self
+    }
+
     /// Most received events held until the user takes them (default 4096,
-    /// at least 1). When full, the **oldest** event is dropped and counted in
-    /// [`Stats::dropped_inbound`](crate::Stats::dropped_inbound).
+    /// at least 1). When full, an event is dropped and counted in
+    /// [`Stats::dropped_inbound`](crate::Stats::dropped_inbound): the
+    /// **oldest** one in [`ReceiveMode::Queue`], the oldest *message* in
+    /// [`ReceiveMode::LatestPerSender`] (see there).
     pub fn inbound_capacity(mut self, capacity: usize) -> Self {
         self.inbound_capacity = capacity;
         self
@@ -140,6 +237,7 @@ impl ClientBuilder {
         stream.set_read_timeout((!self.keepalive.is_zero()).then_some(self.keepalive))?;
         let max_payload = MAX_PAYLOAD.min(welcome.max_payload as usize);
         let shared = Arc::new(Shared::new(
+            self.receive_mode,
             self.inbound_capacity,
             self.outbound_capacity,
             welcome.members,

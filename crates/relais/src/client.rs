@@ -47,15 +47,22 @@ pub enum Event {
 pub struct Stats {
     /// Payloads written to the connection.
     pub sent: u64,
-    /// Messages received from the server (including any later dropped from
-    /// a full inbound queue).
+    /// Messages received from the server (including any later replaced or
+    /// dropped in the receive queue).
     pub received: u64,
     /// Queued payloads dropped, oldest first, because the outbound queue was
     /// full (see [`ClientBuilder::outbound_capacity`]).
     pub dropped_outbound: u64,
-    /// Received events dropped, oldest first, because the inbound queue was
-    /// full (see [`ClientBuilder::inbound_capacity`]).
+    /// Received events dropped because the receive queue was full (see
+    /// [`ClientBuilder::inbound_capacity`] and
+    /// [`ReceiveMode`](crate::ReceiveMode)).
     pub dropped_inbound: u64,
+    /// Received messages replaced, while waiting in the receive queue, by a
+    /// newer message from the same sender
+    /// ([`ReceiveMode::LatestPerSender`](crate::ReceiveMode::LatestPerSender)
+    /// only; always 0 in [`ReceiveMode::Queue`](crate::ReceiveMode::Queue)).
+    /// Not counted in `dropped_inbound`.
+    pub recv_conflated: u64,
 }
 
 /// A connection to a relais server.
@@ -64,7 +71,9 @@ pub struct Stats {
 /// networking: [`send`](Self::send) only queues, and [`recv`](Self::recv)
 /// only looks at what has already arrived, so both are safe to call every
 /// frame of a game loop. Both queues are bounded and drop their *oldest*
-/// entry when full (see [`ClientBuilder`]).
+/// entry when full (see [`ClientBuilder`]); for game state, have the receive
+/// queue keep only each sender's newest message with
+/// [`ReceiveMode::LatestPerSender`](crate::ReceiveMode::LatestPerSender).
 ///
 /// All methods but [`close`](Self::close) take `&self`: a `Client` can be
 /// shared between threads (e.g. in an `Arc`), one sending, one receiving.
@@ -191,7 +200,9 @@ impl Client {
     /// The oldest received message, or `None` if none is waiting. Never
     /// blocks. Presence events queued before that message are dropped (the
     /// member list stays current regardless); use
-    /// [`recv_event`](Self::recv_event) to see them.
+    /// [`recv_event`](Self::recv_event) to see them. With
+    /// [`ReceiveMode::LatestPerSender`](crate::ReceiveMode::LatestPerSender),
+    /// a message is its sender's newest as of when it is taken.
     ///
     /// ```no_run
     /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;

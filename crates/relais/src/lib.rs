@@ -22,6 +22,12 @@
 //! and the receive queue ([`ClientBuilder::inbound_capacity`]). In a relay
 //! of live state, the newest update is the one worth keeping.
 //!
+//! For game state, also make the receive queue keep only each sender's
+//! newest message, with [`ReceiveMode::LatestPerSender`]
+//! ([`ClientBuilder::receive_mode`]): a loop that stalls then reads at most
+//! one message per player, and every join and leave. The default,
+//! [`ReceiveMode::Queue`], keeps every message (chat, commands).
+//!
 //! # Layout
 //!
 //! - `builder.rs`: [`ClientBuilder`], the options, and the synchronous
@@ -31,7 +37,7 @@
 //! - `shared.rs`: the state the handle and the threads share (queues, member
 //!   list, status, counters) and how they wait on it.
 //! - `worker.rs`: the reader and writer threads.
-//! - `queue.rs`: the bounded drop-oldest queue.
+//! - `queue.rs`: the bounded queues: drop-oldest, and latest-per-sender.
 //! - `error.rs`: [`ConnectError`], [`SendError`], [`RecvError`] and
 //!   [`Disconnect`].
 //!
@@ -44,7 +50,7 @@ mod queue;
 mod shared;
 mod worker;
 
-pub use builder::{list_rooms, ClientBuilder};
+pub use builder::{list_rooms, ClientBuilder, ReceiveMode};
 pub use bytes::Bytes;
 pub use client::{Client, Event, Iter, Message, Stats};
 pub use error::{ConnectError, Disconnect, RecvError, SendError};

@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::builder::ReceiveMode;
 use crate::client::{Event, Stats};
 use crate::error::{Disconnect, RecvError};
-use crate::queue::DropOldestQueue;
+use crate::queue::{DropOldestQueue, LatestPerSenderQueue, Pushed};
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy)]
@@ -58,10 +59,33 @@ struct Outbound {
     reader_done: bool,
 }
 
+/// The receive queue, as [`ReceiveMode`] chose it.
+#[derive(Debug)]
+enum Inbound {
+    Queue(DropOldestQueue<Event>),
+    LatestPerSender(LatestPerSenderQueue),
+}
+
+impl Inbound {
+    fn push(&mut self, event: Event) -> Pushed {
+        match self {
+            Self::Queue(q) => q.push(event).map_or(Pushed::Added, Pushed::Dropped),
+            Self::LatestPerSender(q) => q.push(event),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        match self {
+            Self::Queue(q) => q.pop(),
+            Self::LatestPerSender(q) => q.pop(),
+        }
+    }
+}
+
 /// State shared by the [`Client`](crate::Client) handle and its two threads.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    inbound: Mutex<DropOldestQueue<Event>>,
+    inbound: Mutex<Inbound>,
     inbound_ready: Condvar,
     outbound: Mutex<Outbound>,
     outbound_ready: Condvar,
@@ -71,6 +95,7 @@ pub(crate) struct Shared {
     received: AtomicU64,
     dropped_outbound: AtomicU64,
     dropped_inbound: AtomicU64,
+    recv_conflated: AtomicU64,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the
@@ -81,12 +106,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub(crate) fn new(
+        receive_mode: ReceiveMode,
         inbound_capacity: usize,
         outbound_capacity: usize,
         members: Vec<String>,
     ) -> Self {
+        let inbound = match receive_mode {
+            ReceiveMode::Queue => Inbound::Queue(DropOldestQueue::new(inbound_capacity)),
+            ReceiveMode::LatestPerSender => {
+                Inbound::LatestPerSender(LatestPerSenderQueue::new(inbound_capacity))
+            }
+        };
         Self {
-            inbound: Mutex::new(DropOldestQueue::new(inbound_capacity)),
+            inbound: Mutex::new(inbound),
             inbound_ready: Condvar::new(),
             outbound: Mutex::new(Outbound {
                 payloads: DropOldestQueue::new(outbound_capacity),
@@ -103,6 +135,7 @@ impl Shared {
             received: AtomicU64::new(0),
             dropped_outbound: AtomicU64::new(0),
             dropped_inbound: AtomicU64::new(0),
+            recv_conflated: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +182,7 @@ impl Shared {
             received: self.received.load(Ordering::Relaxed),
             dropped_outbound: self.dropped_outbound.load(Ordering::Relaxed),
             dropped_inbound: self.dropped_inbound.load(Ordering::Relaxed),
+            recv_conflated: self.recv_conflated.load(Ordering::Relaxed),
         }
     }
 
@@ -172,13 +206,21 @@ impl Shared {
 
     // ---- inbound: the reader pushes, the user takes ----
 
-    /// Queues a received event, dropping (and counting) the oldest if full.
+    /// Queues a received event as the receive mode says, counting what it
+    /// replaced or dropped.
     pub(crate) fn push_event(&self, event: Event) {
         if matches!(event, Event::Message(_)) {
             self.received.fetch_add(1, Ordering::Relaxed);
         }
-        if lock(&self.inbound).push(event).is_some() {
-            self.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+        let pushed = lock(&self.inbound).push(event);
+        match pushed {
+            Pushed::Added => {}
+            Pushed::Replaced(_) => {
+                self.recv_conflated.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Dropped(_) => {
+                self.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // All, not one: a `recv` and a `recv_event` may wait side by side,
         // and only one of them may want this event.

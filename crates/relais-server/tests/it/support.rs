@@ -163,6 +163,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             .expect("a frame or the end of the connection in time")
     }
 
+    /// The next frame, without a bound (callers bound it themselves).
+    pub async fn next_unchecked(&mut self) -> Option<ServerFrame> {
+        self.next_unbounded().await
+    }
+
     async fn next_unbounded(&mut self) -> Option<ServerFrame> {
         loop {
             if let Some(body) = self.decoder.decode(&mut self.buf).unwrap() {

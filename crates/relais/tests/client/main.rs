@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fake_server::{message, Script, PATIENCE};
 use relais::{
-    Client, CloseReason, ConnectError, Disconnect, Event, Message, NameError, RecvError,
-    RefuseReason, SendError, DEFAULT_ROOM, MAX_PAYLOAD,
+    Client, CloseReason, ConnectError, Disconnect, Event, Message, NameError, ReceiveMode,
+    RecvError, RefuseReason, SendError, DEFAULT_ROOM, MAX_PAYLOAD,
 };
 use relais_protocol::{ClientFrame, ServerFrame};
 
@@ -307,6 +307,211 @@ fn full_inbound_queue_drops_the_oldest() {
     assert_eq!(client.recv(), Some(msg("bob", "5")));
     let stats = client.stats();
     assert_eq!((stats.received, stats.dropped_inbound), (5, 3));
+}
+
+#[test]
+fn latest_per_sender_replaces_in_place_and_requeues_after_a_take() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice", "bob"], &[]);
+        conn.send(&[
+            message("bob", "b1"),
+            ServerFrame::Joined("carol".into()),
+            message("carol", "c1"),
+            message("bob", "b2"),
+            message("carol", "c2"),
+            ServerFrame::Left("carol".into(), CloseReason::Timeout),
+            // carol's next session: queued after her LEFT and JOINED.
+            ServerFrame::Joined("carol".into()),
+            message("carol", "c3"),
+            message("bob", "b3"),
+            message("carol", "c4"),
+            // The client waits for dave in its member list: frames are
+            // handled in order, so everything above is queued by then.
+            ServerFrame::Joined("dave".into()),
+        ]);
+        conn.expect(data("more"));
+        conn.send(&[message("bob", "b4"), message("carol", "c5")]);
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::builder("alice")
+        .receive_mode(ReceiveMode::LatestPerSender)
+        .connect(server.addr())
+        .unwrap();
+    // A reader that does not read: wait (bounded) until every frame is in.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !client.members().contains(&"dave".to_string()) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", client.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let left = Event::Left {
+        name: "carol".into(),
+        reason: CloseReason::Timeout,
+    };
+    assert_eq!(
+        client.recv_event_timeout(PATIENCE),
+        Ok(Event::Message(msg("bob", "b3")))
+    );
+    assert_eq!(client.recv_event(), Some(Event::Joined("carol".into())));
+    assert_eq!(
+        client.recv_event(),
+        Some(Event::Message(msg("carol", "c2")))
+    );
+    assert_eq!(client.recv_event(), Some(left));
+    assert_eq!(client.recv_event(), Some(Event::Joined("carol".into())));
+    // recv() takes carol's newest message.
+    assert_eq!(client.recv(), Some(msg("carol", "c4")));
+    assert_eq!(client.recv_event(), Some(Event::Joined("dave".into())));
+    assert_eq!(client.recv_event(), None);
+    let stats = client.stats();
+    // b1, b2 replaced by b3; c1 by c2; c3 by c4.
+    assert_eq!(
+        (stats.received, stats.recv_conflated, stats.dropped_inbound),
+        (7, 4, 0)
+    );
+    // Once taken, a sender's next message queues afresh.
+    client.send("more").unwrap();
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("bob", "b4")));
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("carol", "c5")));
+    drop(client);
+    server.finish();
+}
+
+/// Messages per sender in the pause scenario.
+const K: usize = 50;
+
+fn message_owned(sender: &str, payload: String) -> ServerFrame {
+    ServerFrame::Message {
+        sender: sender.into(),
+        payload: payload.into(),
+    }
+}
+
+fn event_message(sender: &str, payload: String) -> Event {
+    Event::Message(Message {
+        sender: sender.into(),
+        payload: payload.into(),
+    })
+}
+
+/// While the client does not read: four senders send `K` messages each, a
+/// visitor comes, sends and goes, `s1` drops out and rejoins, `s1` and `s2`
+/// send `K` more each; then `sentinel` joins, the last frame. Sent in many
+/// small writes, as a server's batches would be.
+fn pause_script(conn: &mut fake_server::Conn) {
+    conn.welcome(&["alice", "s0", "s1", "s2", "s3"], &[]);
+    let mut frames = Vec::new();
+    for k in 0..K {
+        for s in ["s0", "s1", "s2", "s3"] {
+            frames.push(message_owned(s, format!("{s}:{k}")));
+        }
+    }
+    frames.push(ServerFrame::Joined("visitor".into()));
+    frames.extend((0..K).map(|k| message_owned("visitor", format!("visitor:{k}"))));
+    frames.push(ServerFrame::Left("visitor".into(), CloseReason::Normal));
+    frames.push(ServerFrame::Left("s1".into(), CloseReason::Timeout));
+    frames.push(ServerFrame::Joined("s1".into()));
+    for k in 0..K {
+        frames.push(message_owned("s1", format!("s1-again:{k}")));
+        frames.push(message_owned("s2", format!("s2-again:{k}")));
+    }
+    frames.push(ServerFrame::Joined("sentinel".into()));
+    for batch in frames.chunks(7) {
+        conn.send(batch);
+    }
+    conn.expect(goodbye());
+    conn.expect_eof();
+}
+
+/// What a latest-per-sender client holds after [`pause_script`]: one
+/// message per sender (per stay in the room), its newest, and every
+/// presence event, in order. `s2` never left, so its newest message sits in
+/// its first message's place.
+fn pause_expected() -> Vec<Event> {
+    let last = K - 1;
+    vec![
+        event_message("s0", format!("s0:{last}")),
+        event_message("s1", format!("s1:{last}")),
+        event_message("s2", format!("s2-again:{last}")),
+        event_message("s3", format!("s3:{last}")),
+        Event::Joined("visitor".into()),
+        event_message("visitor", format!("visitor:{last}")),
+        Event::Left {
+            name: "visitor".into(),
+            reason: CloseReason::Normal,
+        },
+        Event::Left {
+            name: "s1".into(),
+            reason: CloseReason::Timeout,
+        },
+        Event::Joined("s1".into()),
+        event_message("s1", format!("s1-again:{last}")),
+        Event::Joined("sentinel".into()),
+    ]
+}
+
+/// Connects in latest-per-sender mode to [`pause_script`] and, without
+/// reading, waits until every frame is in: the last one is `sentinel`'s
+/// JOINED, and the reader puts it in the member list only after queueing
+/// everything before it.
+fn pause(server: &Script) -> Client {
+    let client = Client::builder("alice")
+        .receive_mode(ReceiveMode::LatestPerSender)
+        .connect(server.addr())
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !client.members().iter().any(|m| m == "sentinel") {
+        assert!(std::time::Instant::now() < deadline, "{:?}", client.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = client.stats();
+    let (received, kept) = (7 * K as u64, 6);
+    assert_eq!(
+        (stats.received, stats.recv_conflated, stats.dropped_inbound),
+        (received, received - kept, 0)
+    );
+    client
+}
+
+#[test]
+fn latest_per_sender_reader_that_pauses_gets_each_senders_newest_and_every_presence_event() {
+    let server = Script::start(pause_script);
+    let client = pause(&server);
+    let events: Vec<Event> = std::iter::from_fn(|| client.recv_event()).collect();
+    assert_eq!(events, pause_expected());
+    drop(client);
+    server.finish();
+}
+
+#[test]
+fn latest_per_sender_recv_takes_each_senders_newest_in_order() {
+    let server = Script::start(pause_script);
+    let client = pause(&server);
+    let messages: Vec<Event> = std::iter::from_fn(|| client.recv().map(Event::Message)).collect();
+    let expected: Vec<Event> = pause_expected()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Message(_)))
+        .collect();
+    assert_eq!(messages, expected);
+    assert_eq!(client.recv_event(), None);
+    drop(client);
+    server.finish();
+}
+
+#[test]
+fn queue_mode_is_the_default_and_keeps_every_message() {
+    let server = Script::start(|conn| {
+        conn.welcome(&["alice"], &[]);
+        conn.send(&[message("bob", "1"), message("bob", "2")]);
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    let client = Client::connect(server.addr(), "alice").unwrap();
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("bob", "1")));
+    assert_eq!(client.recv_timeout(PATIENCE), Ok(msg("bob", "2")));
+    assert_eq!(client.stats().recv_conflated, 0);
+    drop(client);
+    server.finish();
 }
 
 #[test]

@@ -1,0 +1,258 @@
+// relais.js's receive modes ("queue" and "latest"):
+//
+// 1. the queue policy itself, in Node, fed frames directly (no server);
+// 2. in headless Chromium against `relais serve --web`: receivers with
+//    `receive: "latest"` that read nothing while others send, join and leave
+//    get, when they resume, at most one message per sender (its newest) and
+//    every joined/left event, in order.
+//
+//   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/relais-js.test.mjs
+//
+// Environment: RELAIS_BIN (default target/debug/relais), CHROMIUM (default
+// /usr/bin/chromium).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..");
+// relais.js is an ES module in a folder without package.json: import it as
+// one whatever Node's module detection (Node 18 would take it for CommonJS).
+const { Client } = await import(
+  `data:text/javascript,${encodeURIComponent(readFileSync(join(root, "web/relais.js"), "utf8"))}`);
+const RELAIS = process.env.RELAIS_BIN ?? join(root, "target/debug/relais");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const PATIENCE = 20_000;
+
+// ---- 1. The queue policy, without a network ----
+
+const enc = new TextEncoder();
+const str = (s) => [enc.encode(s).length, ...enc.encode(s)];
+const frames = {
+  message: (sender, text) => new Uint8Array([0x83, ...str(sender), ...enc.encode(text)]),
+  joined: (name) => new Uint8Array([0x84, ...str(name)]),
+  left: (name) => new Uint8Array([0x85, 0, ...str(name)]),
+};
+
+/** A Client on a stand-in socket, for feeding frames to. */
+function offline(receive, queueSize = 1024) {
+  const ws = { readyState: 3, send() {}, close() {} };
+  return new Client(ws, { name: "me", room: "r", echo: false, maxPayload: 1024, members: ["me"], queueSize, receive });
+}
+
+const plain = (e) => e.type === "message" ? `${e.sender}:${e.text}` : `${e.type}:${e.name}`;
+const drain = (c) => { const out = []; let e; while ((e = c.recvEvent())) out.push(plain(e)); return out; };
+
+test("latest mode: replace in place, presence kept and ordered, bounded", () => {
+  const c = offline("latest");
+  try {
+    let seen = 0;
+    c.onevent = () => seen++;
+    for (const f of [
+      frames.message("a", "1"), frames.message("b", "1"), frames.message("a", "2"),
+      frames.joined("c"), frames.message("c", "1"),
+      frames.message("a", "3"), frames.left("a"), frames.joined("a"), frames.message("a", "4"),
+      frames.message("a", "5"), frames.message("c", "2"),
+    ]) c._frame(f);
+    assert.deepEqual(drain(c), ["a:3", "b:1", "joined:c", "c:2", "left:a", "joined:a", "a:5"]);
+    assert.equal(seen, 11, "onevent sees every event, replaced ones too");
+    assert.deepEqual({ ...c.stats }, { sent: 0, received: 8, recvDropped: 0, recvConflated: 4, sendConflated: 0 });
+    // Taking a message frees its sender's slot: the next one queues at the back.
+    c._frame(frames.message("a", "6"));
+    c._frame(frames.message("b", "2"));
+    assert.equal(c.recv().text, "6");
+    c._frame(frames.message("a", "7"));
+    c._frame(frames.message("b", "3"));
+    assert.deepEqual(drain(c), ["b:3", "a:7"]);
+  } finally {
+    c._end({ kind: "closed", text: "test over" }); // no socket to close
+  }
+});
+
+test("latest mode when full: the oldest message goes first, presence last, all counted", () => {
+  const c = offline("latest", 3);
+  try {
+    for (const f of [frames.joined("a"), frames.message("a", "1"), frames.message("b", "1"),
+      frames.message("c", "1"), frames.message("b", "2"), frames.left("a")]) c._frame(f);
+    // a:1 made room for c:1, b:2 (which had replaced b:1) for left:a.
+    assert.deepEqual(drain(c), ["joined:a", "c:1", "left:a"]);
+    assert.equal(c.stats.recvDropped, 2);
+    assert.equal(c.stats.recvConflated, 1);
+    // Nothing but presence waiting: the oldest presence event goes.
+    for (const f of [frames.joined("x"), frames.joined("y"), frames.joined("z"), frames.message("w", "1")]) c._frame(f);
+    assert.deepEqual(drain(c), ["joined:y", "joined:z", "w:1"]);
+    assert.equal(c.stats.recvDropped, 3);
+  } finally {
+    c._end({ kind: "closed", text: "test over" }); // no socket to close
+  }
+});
+
+test("queue mode (the default) keeps every message and drops the oldest event when full", () => {
+  const c = offline("queue", 3);
+  try {
+    for (const f of [frames.joined("a"), frames.message("a", "1"), frames.message("a", "2"), frames.message("a", "3")]) c._frame(f);
+    assert.deepEqual(drain(c), ["a:1", "a:2", "a:3"]);
+    assert.deepEqual([c.stats.recvDropped, c.stats.recvConflated], [1, 0]);
+  } finally {
+    c._end({ kind: "closed", text: "test over" }); // no socket to close
+  }
+});
+
+// ---- 2. In Chromium, against the real server ----
+
+/** Spawns `relais ARGS`; `expectLine` waits for a stdout line. */
+function relais(args) {
+  const child = spawn(RELAIS, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  const seen = [];
+  const waiters = [];
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    seen.push(line);
+    for (const w of waiters.slice()) if (w.re.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
+  });
+  const expectLine = (re) => new Promise((resolve, reject) => {
+    const old = seen.find((l) => re.test(l));
+    if (old) return resolve(old);
+    const timer = setTimeout(() => reject(new Error(`no stdout line matching ${re}; saw:\n${seen.join("\n")}`)), PATIENCE);
+    waiters.push({ re, resolve: (l) => { clearTimeout(timer); resolve(l); } });
+  });
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  return { child, expectLine, exited };
+}
+
+/**
+ * Runs in the page. Nothing sleeps to synchronise: each step waits (bounded)
+ * for a condition proving the previous one happened: a sender's own echo, or
+ * a name entering or leaving the receivers' member lists, which are updated
+ * in frame order whether or not anyone takes events.
+ */
+async function scenario({ room, senders, perSender, patience }) {
+  const { connect } = await import("/relais.js");
+  const url = `${location.origin.replace(/^http/, "ws")}/ws`;
+  const until = async (what, done) => {
+    const deadline = Date.now() + patience;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  const join = (name, options = {}) => connect(url, name, { room, ...options });
+  /** Sends prefix:0.. one at a time, each after the previous one's echo. */
+  const sendPaced = async (c, prefix) => {
+    let last;
+    for (let i = 0; i < perSender; i++) {
+      last = `${prefix}:${i}`;
+      c.send(last);
+      let echoed = false;
+      await until(`${c.name} gets its echo of ${last}`, () => {
+        let m;
+        while (!echoed && (m = c.recv())) echoed = m.sender === c.name && m.text === last;
+        return echoed;
+      });
+    }
+    return last;
+  };
+  const plain = (e) => e.type === "message" ? { type: e.type, sender: e.sender, text: e.text }
+    : e.type === "left" ? { type: e.type, name: e.name, reason: e.reason.name } : { type: e.type, name: e.name };
+
+  // Three receivers that read nothing until the end: two in "latest" mode
+  // (one takes events, one messages only), one in the default "queue" mode.
+  const events = await join("events", { receive: "latest" });
+  const messages = await join("messages", { receive: "latest" });
+  const queue = await join("queue");
+  let eventsSeen = 0;
+  events.onevent = (e) => { if (e.type === "message") eventsSeen++; };
+  const receivers = [events, messages, queue];
+  const allSee = (name, present) => until(`the receivers see ${name} present=${present}`,
+    () => receivers.every((c) => c.members.includes(name) === present));
+  await allSee("queue", true);
+
+  const expected = [{ type: "joined", name: "messages" }, { type: "joined", name: "queue" }];
+  const clients = [];
+  for (let i = 0; i < senders; i++) {
+    const c = await join(`s${i}`, { echo: true });
+    await allSee(c.name, true);
+    clients.push(c);
+    expected.push({ type: "joined", name: c.name });
+  }
+  for (const c of clients) {
+    expected.push({ type: "message", sender: c.name, text: await sendPaced(c, c.name) });
+  }
+  // A visit during the pause.
+  const visitor = await join("visitor");
+  await allSee("visitor", true);
+  visitor.close();
+  await allSee("visitor", false);
+  expected.push({ type: "joined", name: "visitor" }, { type: "left", name: "visitor", reason: "normal" });
+  // s1 leaves and comes back: its new messages queue after its left and
+  // joined, its message from before stays before them.
+  clients[1].close();
+  await allSee("s1", false);
+  const s1 = await join("s1", { echo: true });
+  await allSee("s1", true);
+  const again = await sendPaced(s1, "s1-again");
+  expected.push({ type: "left", name: "s1", reason: "normal" }, { type: "joined", name: "s1" },
+    { type: "message", sender: "s1", text: again });
+  // The last frame the receivers get: once listed, everything before is queued.
+  const sentinel = await join("sentinel");
+  await allSee("sentinel", true);
+  expected.push({ type: "joined", name: "sentinel" });
+
+  // The pause ends.
+  const got = [];
+  for (let e; (e = events.recvEvent());) got.push(plain(e));
+  const gotMessages = [];
+  for (let m; (m = messages.recv());) gotMessages.push(plain(m));
+  let queued = 0;
+  while (queue.recv()) queued++;
+  const stats = { events: { ...events.stats }, messages: { ...messages.stats }, queue: { ...queue.stats } };
+  for (const c of [...receivers, ...clients, s1, sentinel]) c.close();
+  return { expected, got, gotMessages, eventsSeen, queued, stats };
+}
+
+test("a latest-mode receiver that pauses gets each sender's newest message and every presence event (Chromium, real server)",
+  { timeout: 120_000 }, async (t) => {
+    const server = relais(["serve", "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--web"]);
+    const cleanups = [async () => { server.child.kill("SIGTERM"); await server.exited; }];
+    t.after(async () => { for (const cleanup of cleanups.reverse()) await cleanup(); });
+    const webUrl = (await server.expectLine(/^relais web on http:\/\//)).split(" ").pop();
+
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+    });
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage();
+    page.on("pageerror", (err) => console.error(`page error: ${err.message}`));
+    // Any page of the server's origin can import /relais.js; this one runs no client of its own.
+    await page.goto(new URL("/relais.js", webUrl).href);
+
+    const senders = 4, perSender = 30;
+    const r = await page.evaluate(scenario, { room: `latest-${process.pid}`, senders, perSender, patience: PATIENCE });
+    console.log(`receiver stats: ${JSON.stringify(r.stats)}`);
+
+    // At most one message per sender (per stay in the room), each its newest,
+    // and every joined/left event, in order.
+    assert.deepEqual(r.got, r.expected);
+    const expectedMessages = r.expected.filter((e) => e.type === "message");
+    assert.deepEqual(r.gotMessages, expectedMessages);
+    for (const name of ["events", "messages"]) {
+      const s = r.stats[name];
+      assert.equal(s.recvDropped, 0, name);
+      // Every message received and not taken was replaced by a newer one.
+      assert.equal(s.received, expectedMessages.length + s.recvConflated, name);
+      assert.ok(s.recvConflated > 0, `${name} conflated something`);
+    }
+    assert.equal(r.eventsSeen, r.stats.events.received, "onevent saw every message");
+    // The default mode kept every message it received.
+    assert.equal(r.queued, r.stats.queue.received);
+    assert.equal(r.stats.queue.recvConflated, 0);
+    assert.ok(r.queued > expectedMessages.length);
+  });
