@@ -14,9 +14,11 @@ pub struct Config {
     /// After this long without receiving anything from a client, the server
     /// pings it; after two unanswered pings the client is dropped.
     pub keepalive_interval: Duration,
-    /// A recipient whose socket does not take a whole batch (everything that
-    /// waited for it, at most one message per sender) within this long is
-    /// dropped as a slow consumer. Also bounds the last frames written to a
+    /// A recipient is dropped as a slow consumer when its socket does not
+    /// take a whole batch (everything that waited for it, at most one message
+    /// per sender) within this long, or when it has data waiting and its
+    /// connection acknowledges nothing for this long (see
+    /// [`crate::pacing`]). Also bounds the last frames written to a
     /// connection that is being closed.
     pub write_deadline: Duration,
     /// Most bytes that may wait in one recipient's outbox; past it the
@@ -30,9 +32,11 @@ pub struct Config {
     /// that was idle is written to at once. Zero writes every batch at once.
     pub flush_interval: Duration,
     /// Kernel send buffer of each client socket (`SO_SNDBUF`; Linux doubles
-    /// it for bookkeeping), or 0 for the system's default, which grows to
-    /// megabytes. Kept small so that what a slow reader has not taken waits
-    /// in its outbox, where it is conflated, instead of in the kernel.
+    /// it for bookkeeping), or 0 (the default) for the kernel's autotuning.
+    /// Pacing ([`crate::pacing`]) already keeps what waits in the kernel to
+    /// about what the link drains in a round trip plus 20 ms; a fixed small
+    /// buffer would only cap throughput on links with a long round trip
+    /// (at most this much can be in flight).
     pub send_buffer_bytes: usize,
     /// On shutdown, how long clients get to receive what is pending and the
     /// goodbye before their connections are cut.
@@ -60,7 +64,7 @@ impl Default for Config {
             write_deadline: Duration::from_secs(5),
             max_pending_bytes: 8 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
-            send_buffer_bytes: 64 * 1024,
+            send_buffer_bytes: 0,
             flush_interval: Duration::from_millis(1),
             max_message_rate: 120,
             message_burst: 120,
