@@ -26,10 +26,11 @@ pub struct Config {
     /// per sender, so this is only reached by a recipient that has stopped
     /// reading in a room of many large senders.
     pub max_pending_bytes: usize,
-    /// Shortest time between two writes to one client. Under load, messages
+    /// Shortest time between two writes to a busy client (one receiving
+    /// more than [`crate::batching::BUSY_RATE`] frames a second): messages
     /// arriving meanwhile are written together (one system call for many),
-    /// which is most of the server's CPU saving in large rooms; a client
-    /// that was idle is written to at once. Zero writes every batch at once.
+    /// which is most of the server's CPU saving in large rooms. A less busy
+    /// client is written to at once. Zero writes every batch at once.
     pub flush_interval: Duration,
     /// Kernel send buffer of each client socket (`SO_SNDBUF`; Linux doubles
     /// it for bookkeeping), or 0 (the default) for the kernel's autotuning.

@@ -2,7 +2,8 @@
 //!
 //! - [`relay`]: the transport-agnostic core: rooms, members, latest-wins
 //!   fan-out, the late-joiner snapshot.
-//! - [`outbox`]: each recipient's conflating queue.
+//! - [`outbox`]: each recipient's conflating queue; [`batching`]: when its
+//!   writer writes.
 //! - [`pacing`]: how much each recipient's connection may hold in the kernel
 //!   ([`tcp_info`] reads it), so state waits where it is conflated.
 //! - [`session`]: one connection's life (handshake, reader, writer, goodbye),
@@ -20,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod batching;
 pub mod config;
 pub mod fdlimit;
 pub mod outbox;

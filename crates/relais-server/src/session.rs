@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
+use crate::batching::Batching;
 use crate::outbox::{Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
@@ -353,13 +354,12 @@ async fn read_loop<S: FrameSource>(
 /// it drains in a short while, what waits stays in the outbox, conflated.
 async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config) -> CloseReason {
     let mut batch = Vec::new();
-    let mut last_write: Option<Instant> = None;
+    let mut batching = Batching::new(config.flush_interval, Instant::now());
     let mut pacer = Pacer::new(config.write_deadline);
     loop {
-        // At most one write per flush interval: under load, what arrives
-        // meanwhile joins the next batch (one system call for many
-        // messages); a quiet connection writes at once.
-        if let Some(next) = last_write.map(|t| t + config.flush_interval) {
+        // A busy recipient is written to at most once per flush interval
+        // (what arrives meanwhile joins the batch); a quiet one at once.
+        if let Some(next) = batching.next_write() {
             if next > Instant::now() {
                 tokio::time::sleep_until(next).await;
             }
@@ -386,9 +386,11 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
                     debug!(error = %e, "write failed");
                     return CloseReason::ConnectionLost;
                 }
-                Ok(Ok(())) => batch.clear(),
+                Ok(Ok(())) => {
+                    batching.wrote(Instant::now(), batch.len());
+                    batch.clear();
+                }
             }
-            last_write = Some(Instant::now());
         }
         if let Some(reason) = closed {
             // The goodbye is best effort: the connection ends either way.
