@@ -2,11 +2,12 @@
 # Measures relais, NATS and Redis pub/sub on the same workloads and renders
 # BENCHMARKS.md (repository root) and bench/benchmarks.png.
 #
-#   bench/compare.sh                     # full run, D = 10 s per run (~10 min)
-#   BENCH_DURATION=5 bench/compare.sh    # shorter runs
+#   bench/compare.sh                     # 21 runs, D = 5 s each: ~3 min measuring
+#   BENCH_DURATION=10 bench/compare.sh   # longer runs (~4.5 min)
 #
 # Environment (all optional):
-#   BENCH_DURATION   measured seconds per run (integer, default 10)
+#   BENCH_DURATION   measured seconds per run (integer, default 5; the
+#                    slow-consumer runs take at least 8 s to fit the stall)
 #   BENCH_SIZES      room sizes of the matrix (default "10 50 100 200 400")
 #   BENCH_SYSTEMS    systems to run (default "relais nats redis")
 #   BENCH_SKIP_BUILD=1    use the binaries already in target/release
@@ -19,13 +20,20 @@
 # random free port) pinned to core 0, runs the generator pinned to core 1,
 # stops the server by PID. Every process it starts is stopped on exit, also
 # on error or Ctrl-C. Raw results go to bench/results/*.json (one JSON object
-# per run). Nothing here talks to anything but 127.0.0.1.
+# per run; results of other scripts, e.g. slowlink-*, are left alone). It
+# prints how long the measuring will take before it starts. Nothing here
+# talks to anything but 127.0.0.1.
+#
+# The generator speaks each system's wire protocol itself (no NATS or Redis
+# client library: see src/adapters/ of relais-bench), so it costs about the
+# same per message for every system; runs where its core was still >= 75 %
+# busy are marked with a dagger in BENCHMARKS.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-DURATION=${BENCH_DURATION:-10}
+DURATION=${BENCH_DURATION:-5}
 SIZES=${BENCH_SIZES:-"10 50 100 200 400"}
 SYSTEMS=${BENCH_SYSTEMS:-"relais nats redis"}
 RATE=60
@@ -166,8 +174,21 @@ run_one() {
     stop_server
 }
 
+# How long the measuring takes: per run, D + 1 s warm-up + 0.5 s drain, and
+# about 1 s to start the server, connect the clients and stop it again.
+n_systems=$(wc -w <<<"$SYSTEMS")
+n_sizes=$(wc -w <<<"$SIZES")
+RUNS=$(( (n_sizes + 2) * n_systems ))
+ESTIMATE=$(( ( (n_sizes + 1) * n_systems * (DURATION * 10 + 25) \
+    + n_systems * (SLOW_DURATION * 10 + 25) ) / 10 ))
+log "$RUNS runs (matrix N = ${SIZES// /, }; overload; slow consumer; $n_systems systems)," \
+    "D = ${DURATION} s: about $(( ESTIMATE / 60 )) min $(( ESTIMATE % 60 )) s of measuring"
+MEASURE_START=$SECONDS
+
 mkdir -p "$RESULTS"
-rm -f "$RESULTS"/*.json "$RESULTS"/*.json.tmp
+# Only this script's results: other scripts' (slowlink-*) stay.
+rm -f "$RESULTS"/matrix-*.json "$RESULTS"/overload-*.json "$RESULTS"/slow-consumer-*.json \
+    "$RESULTS"/*.json.tmp
 
 {
     echo "date:       $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -177,6 +198,7 @@ rm -f "$RESULTS"/*.json "$RESULTS"/*.json.tmp
     echo "nats:       $(nats-server --version 2>&1 | head -1)"
     echo "redis:      $(redis-server --version 2>&1 | head -1)"
     echo "toolchain:  $(rustc --version)"
+    echo "generator:  one process on core 1; raw-protocol clients for all three systems (no client library)"
     echo "runs:       D = ${DURATION} s measured (+1 s warm-up, 500 ms drain); slow consumer D = ${SLOW_DURATION} s"
 } >"$RESULTS/meta.txt"
 
@@ -192,6 +214,10 @@ for system in $SYSTEMS; do
     run_one "$system" slow-consumer "$SLOW_N" "$RATE" "$SLOW_DURATION" \
         --stall-client 0 --stall-secs "$STALL_SECS" --stall-at "$STALL_AT"
 done
+
+MEASURED=$(( SECONDS - MEASURE_START ))
+log "measuring took $(( MEASURED / 60 )) min $(( MEASURED % 60 )) s" \
+    "(estimated $(( ESTIMATE / 60 )) min $(( ESTIMATE % 60 )) s)"
 
 "$REPORT" --results "$RESULTS" --out BENCHMARKS.md --plot bench/benchmarks.png \
     --plot-link bench/benchmarks.png --font "$FONT" \

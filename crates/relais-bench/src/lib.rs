@@ -12,20 +12,29 @@
 //! **N × N × R × D** (N senders × R·D messages each × N recipients).
 //!
 //! Each payload carries its sender's index, a sequence number and the time
-//! it was handed to the client library, in nanoseconds on a clock common to
-//! all simulated clients (one monotonic clock of this process), then zero
-//! padding up to P bytes (see [`payload`]). Every delivery thus gives one
+//! it was handed to the client library, in nanoseconds since the UNIX epoch
+//! on a clock common to all simulated clients, and to generator processes on
+//! the same host (this process's monotonic clock anchored to the wall clock:
+//! [`payload::Clock`]), then zero padding up to P bytes (see [`payload`]). Every delivery thus gives one
 //! end-to-end latency sample. Deliveries are counted for messages whose
 //! sequence number falls in the measured window, whenever they arrive before
 //! the end of the drain, so warm-up traffic never counts.
 //!
+//! # Slow link: two processes
+//!
+//! `bench/slowlink.sh` splits a run over two processes on either side of a
+//! throttled link: the N senders (`--role all`, the normal run) and one
+//! client that only reads (`--role reader`), both started with the same
+//! `--start-at` so they follow one schedule. The reader reports the state
+//! age of the updates it reads ([`ReaderReport`]).
+//!
 //! # Layout
 //!
-//! - [`workload`]: what to run ([`Workload`], [`Stall`], [`System`]).
+//! - [`workload`]: what to run ([`Workload`], [`Stall`], [`System`], [`Role`]).
 //! - [`payload`]: the payload's byte layout.
 //! - [`adapters`]: one adapter per system, all behind the same
-//!   [`adapters::Adapter`] trait: relais over raw TCP with
-//!   `relais-protocol`, NATS with `async-nats`, Redis with `redis`.
+//!   [`adapters::Adapter`] trait, each speaking its system's wire protocol
+//!   over tokio TCP (relais with `relais-protocol`).
 //! - [`runner`]: connects the clients, runs the send and receive loops,
 //!   samples CPU, merges the histograms: [`run`].
 //! - [`report`]: the result of a run ([`Report`]), its table and JSON forms.
@@ -41,6 +50,6 @@ pub mod report;
 pub mod runner;
 pub mod workload;
 
-pub use report::{Latency, Report, StallReport};
+pub use report::{Latency, ReaderReport, Report, StallReport};
 pub use runner::run;
-pub use workload::{Stall, System, Workload};
+pub use workload::{Role, Stall, System, Workload};

@@ -5,12 +5,22 @@
 //! relais-bench --system relais --addr 127.0.0.1:7777 --clients 100 --rate 60 \
 //!              --payload 64 --duration 10 --server-pid 1234 --json
 //! ```
+//!
+//! A slow-link run is two processes given the same start time: the senders
+//! (a normal run) and, on the far side of the throttled link, one reader:
+//!
+//! ```text
+//! T=$(date +%s.%N | awk '{printf "%.3f", $1 + 2}')
+//! relais-bench --addr 10.200.7.1:7777 -n 20 -d 20 --start-at $T --json &
+//! ip netns exec NS relais-bench --role reader --addr 10.200.7.1:7777 -n 20 -d 20 \
+//!              --start-at $T --window 12 --link-kbit 500 --json
+//! ```
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use relais_bench::{Stall, System, Workload};
+use relais_bench::{Role, Stall, System, Workload};
 
 /// Simulates N clients in one room of a relay (relais, NATS or Redis
 /// pub/sub), each sending a P-byte payload at R Hz for D seconds and reading
@@ -62,6 +72,24 @@ struct Args {
     /// A tag copied into the report (e.g. matrix, overload).
     #[arg(long, default_value = "")]
     label: String,
+    /// What the clients do: `all` (alias `senders`): N clients each send and
+    /// read everything; `reader`: one client that only reads, from N senders
+    /// at R Hz run by another process (see --start-at), and reports the
+    /// state age of what it reads.
+    #[arg(long, default_value = "all")]
+    role: Role,
+    /// When the first message is due, in seconds since the UNIX epoch
+    /// (decimals allowed), so that a senders process and a reader process
+    /// follow one schedule. Default: right after connecting.
+    #[arg(long)]
+    start_at: Option<f64>,
+    /// Reader: measure the state age over the last this many seconds of the
+    /// measured window. Default: its last 60 %.
+    #[arg(long)]
+    window: Option<f64>,
+    /// The constrained link's rate in kbit/s, copied into the report.
+    #[arg(long)]
+    link_kbit: Option<u64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -94,6 +122,13 @@ async fn main() -> anyhow::Result<()> {
             .transpose()?,
         server_pid: args.server_pid,
         label: args.label,
+        role: args.role,
+        start_at_unix_ns: args
+            .start_at
+            .map(|t| secs(t, "--start-at").map(|d| d.as_nanos() as u64))
+            .transpose()?,
+        window: args.window.map(|s| secs(s, "--window")).transpose()?,
+        link_kbit: args.link_kbit,
     };
     let report = relais_bench::run(args.system, &args.addr, &workload).await?;
     if args.json {

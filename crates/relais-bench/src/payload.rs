@@ -4,14 +4,72 @@
 //! |---------|-----------------------------------------------------------|
 //! | 0..4    | sender index, `u32` big-endian                            |
 //! | 4..12   | sequence number, `u64` big-endian, from 0                 |
-//! | 12..20  | send time, ns on the run's common clock, `u64` big-endian |
+//! | 12..20  | send time, ns on the common [`Clock`], `u64` big-endian   |
 //! | 20..P   | zero padding                                              |
 //!
 //! The sender index (not the sender's name as relayed) identifies the sender,
 //! so the same parser serves every system.
+//!
+//! # The clock
+//!
+//! Send and receive times are nanoseconds since the UNIX epoch, read from a
+//! [`Clock`]: the process's monotonic clock (`Instant`), anchored once to the
+//! real-time clock (`SystemTime`) when the clock is made. So:
+//!
+//! - within one process, a latency is a difference of two monotonic
+//!   readings, exactly as precise as `Instant` and immune to steps of the
+//!   wall clock during a run;
+//! - two processes on the same host (e.g. the senders on one side of a
+//!   throttled link and a reader in a network namespace on the other, see
+//!   `bench/slowlink.sh`) stamp and read on the same time line: their anchors
+//!   differ only by the time between reading `Instant` and `SystemTime`
+//!   (well under a microsecond), unless the wall clock is stepped (not
+//!   slewed: NTP slewing moves both clocks alike) between the two processes'
+//!   starts.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Bytes taken by the header; the smallest payload.
 pub const HEADER_LEN: usize = 20;
+
+/// The clock payloads are stamped and read with: nanoseconds since the UNIX
+/// epoch, advancing with the monotonic clock (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+    epoch_unix_ns: u64,
+}
+
+impl Clock {
+    /// A clock anchored to the wall clock now.
+    pub fn new() -> Self {
+        let epoch = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the system clock is after 1970");
+        Self {
+            epoch,
+            epoch_unix_ns: unix.as_nanos() as u64,
+        }
+    }
+
+    /// Now, in ns since the UNIX epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.epoch_unix_ns + self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The instant of `ns` (ns since the UNIX epoch); times before the
+    /// clock's anchor map to the anchor.
+    pub fn instant(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns.saturating_sub(self.epoch_unix_ns))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// The header of one payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +78,8 @@ pub struct Header {
     pub sender: u32,
     /// The sender's sequence number (warm-up messages included).
     pub seq: u64,
-    /// When the sender handed it to its client library, ns on the common clock.
+    /// When the sender handed it to its client library, ns since the UNIX
+    /// epoch on the common [`Clock`].
     pub sent_ns: u64,
 }
 
@@ -66,5 +125,26 @@ mod tests {
         assert_eq!(read(&buf), Some(h));
         assert!(buf[HEADER_LEN..].iter().all(|&b| b == 0));
         assert_eq!(read(&buf[..HEADER_LEN - 1]), None);
+    }
+
+    #[test]
+    fn clocks_of_one_host_agree() {
+        let a = Clock::new();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = Clock::new();
+        let (ta, tb) = (a.now_ns(), b.now_ns());
+        // Two anchors taken 20 ms apart read the same time line.
+        assert!(ta.abs_diff(tb) < 2_000_000, "{ta} vs {tb}");
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        assert!(wall.abs_diff(tb) < 50_000_000, "{wall} vs {tb}");
+        let later = a.now_ns() + 5_000_000;
+        assert_eq!(
+            a.instant(later) - a.epoch,
+            Duration::from_nanos(later - a.epoch_unix_ns)
+        );
+        assert_eq!(a.instant(0), a.epoch);
     }
 }

@@ -68,6 +68,31 @@ pub struct StallReport {
     pub catch_up_ms: Option<f64>,
 }
 
+/// What the one client of a reader run (`--role reader`) saw: the
+/// constrained client of a slow-link run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReaderReport {
+    /// Length of the state-age window, in seconds: the last part of the
+    /// measured window.
+    pub window_s: f64,
+    /// State age of every update received in the window: receive time −
+    /// send time, both on the common clock (ns since the UNIX epoch, see
+    /// [`crate::payload::Clock`]), in ms. Raw: no coordinated-omission
+    /// correction (an update not delivered is not a late sample; it is
+    /// counted in `received_in_window`).
+    pub state_age_ms: Latency,
+    /// Updates received in the window, from any sender and whenever sent
+    /// (warm-up included).
+    pub received_in_window: u64,
+    /// Updates the N senders send in a span as long as the window:
+    /// N × R × window. What a link without limits would deliver.
+    pub sent_in_window: u64,
+    /// Per sender (by index): updates received in the window.
+    pub received_per_sender: Vec<u64>,
+    /// Payload bytes received in the window, per second.
+    pub payload_bytes_per_s: f64,
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -136,6 +161,15 @@ pub struct Report {
     pub errors: Vec<String>,
     /// The slow-consumer results, for a run with a stalled client.
     pub stall: Option<StallReport>,
+    /// The constrained link's rate in kbit/s as given by `--link-kbit`
+    /// (slow-link runs only; absent from other runs' JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_kbit: Option<u64>,
+    /// The reader's results, for a reader run (`--role reader`; absent from
+    /// other runs' JSON). Its `clients` is then the number of senders it
+    /// expects, `expected` N × R × D, and the latencies are its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<ReaderReport>,
 }
 
 impl Report {
@@ -150,7 +184,12 @@ impl Report {
         row(
             "workload",
             format!(
-                "N={} clients, R={} Hz, P={} B, D={} s (+{} s warm-up, {} ms drain)",
+                "{}N={} clients, R={} Hz, P={} B, D={} s (+{} s warm-up, {} ms drain)",
+                if self.reader.is_some() {
+                    "one reader; senders elsewhere: "
+                } else {
+                    ""
+                },
                 self.clients,
                 self.rate_hz,
                 self.payload_bytes,
@@ -159,9 +198,17 @@ impl Report {
                 self.drain_ms
             ),
         );
+        if let Some(k) = self.link_kbit {
+            row("link", format!("{k} kbit/s"));
+        }
+        let formula = if self.reader.is_some() {
+            "N×R×D: one reader, N senders elsewhere"
+        } else {
+            "N×N×R×D"
+        };
         row(
             "deliveries expected",
-            format!("{} (N×N×R×D)", self.expected),
+            format!("{} ({formula})", self.expected),
         );
         row(
             "deliveries received",
@@ -233,12 +280,47 @@ impl Report {
                     .map_or_else(|| "never".into(), |ms| format!("{ms:.1} ms")),
             );
         }
+        if let Some(r) = &self.reader {
+            row(
+                "state age ms (reader)",
+                format!(
+                    "p50 {:.1}  p99 {:.1}  max {:.1}  over the last {:.1} s",
+                    r.state_age_ms.p50, r.state_age_ms.p99, r.state_age_ms.max, r.window_s
+                ),
+            );
+            row(
+                "received in window",
+                format!(
+                    "{} of {} sent ({:.1}%), {:.0} payload B/s",
+                    r.received_in_window,
+                    r.sent_in_window,
+                    ratio(r.received_in_window, r.sent_in_window) * 100.0,
+                    r.payload_bytes_per_s
+                ),
+            );
+            let (lo, hi) = r
+                .received_per_sender
+                .iter()
+                .fold((u64::MAX, 0), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+            if hi > 0 {
+                row("received per sender", format!("min {lo}, max {hi}"));
+            }
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<width$}  {v}");
         }
         out
+    }
+}
+
+/// `a / b`, 0 when `b` is 0.
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
     }
 }
 

@@ -9,6 +9,20 @@
 //!                                     └ CPU sample             (no sends after)      └ CPU sample, count
 //! ```
 //!
+//! All times are ns since the UNIX epoch on the common
+//! [`Clock`](crate::payload::Clock), so that a second generator process
+//! given the same `start_at_unix_ns` follows the same schedule: the senders
+//! and the reader of a slow-link run ([`Role::Reader`]).
+//!
+//! # The reader
+//!
+//! A reader run connects one client (index N, so its name differs from the
+//! senders' `c0`…`c{N-1}` in the relais room), never publishes (its publisher
+//! half only keeps the connection open) and reads until the deadline. Every
+//! update it receives between `send end − window` and `send end` is one
+//! state-age sample (receive time − send time, raw), whatever its sequence
+//! number: a warm-up update read late is stale state all the same.
+//!
 //! Client `i` sends message `k` at `start + i·T/N + k·T` (T = 1/R): the
 //! clients are spread over the period as real players are, not all
 //! synchronized on one tick. Every loop is bounded: senders stop at the end
@@ -40,9 +54,9 @@ use crate::adapters::{
     Adapter, NatsAdapter, Publisher, RedisAdapter, RelaisAdapter, Subscriber, MAX_BATCH,
 };
 use crate::cpu;
-use crate::payload::{self, Header};
-use crate::report::{Latency, Report, StallReport};
-use crate::workload::{System, Workload};
+use crate::payload::{self, Clock, Header};
+use crate::report::{Latency, ReaderReport, Report, StallReport};
+use crate::workload::{Role, System, Workload};
 
 /// Lowest latency the histograms resolve: 1 µs.
 const HIST_LOW_NS: u64 = 1_000;
@@ -54,6 +68,10 @@ const CONNECT_CONCURRENCY: usize = 64;
 const START_DELAY: Duration = Duration::from_millis(100);
 /// At most this many error messages are kept in a report.
 const MAX_ERRORS: usize = 5;
+/// relais drops a client silent for three keepalive intervals (30 s by
+/// default); the relais adapter answers `PING`s only along with a `DATA`,
+/// which a reader never sends. Reader runs longer than this get a warning.
+const RELAIS_READER_MAX: Duration = Duration::from_secs(27);
 
 /// Runs `workload` against the `system` server at `addr`.
 pub async fn run(system: System, addr: &str, workload: &Workload) -> anyhow::Result<Report> {
@@ -65,10 +83,11 @@ pub async fn run(system: System, addr: &str, workload: &Workload) -> anyhow::Res
     }
 }
 
-/// The schedule every client follows, in ns on the common clock.
+/// The schedule every client follows, in ns since the UNIX epoch on the
+/// common clock.
 #[derive(Debug)]
 struct Plan {
-    epoch: Instant,
+    clock: Clock,
     clients: usize,
     payload_bytes: usize,
     period_ns: u64,
@@ -94,11 +113,11 @@ struct StallPlan {
 
 impl Plan {
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.clock.now_ns()
     }
 
     fn instant(&self, ns: u64) -> tokio::time::Instant {
-        (self.epoch + Duration::from_nanos(ns)).into()
+        self.clock.instant(ns).into()
     }
 
     fn measured_start_ns(&self) -> u64 {
@@ -112,10 +131,25 @@ async fn run_with<A: Adapter>(
     addr: &str,
     w: &Workload,
 ) -> anyhow::Result<Report> {
-    let epoch = Instant::now();
+    let clock = Clock::new();
     let n = w.clients;
+    if w.role == Role::Reader && system == System::Relais {
+        let life = w.warmup + w.duration + w.drain;
+        if life > RELAIS_READER_MAX {
+            eprintln!(
+                "warning: a relais reader silent for {life:?} may be dropped by the server's \
+                 keepalive (three intervals, 30 s by default): keep warm-up + duration + drain \
+                 under {RELAIS_READER_MAX:?}"
+            );
+        }
+    }
+    // A reader is one client, numbered after the senders.
+    let indices = match w.role {
+        Role::All => 0..n,
+        Role::Reader => n..n + 1,
+    };
     let adapter = Arc::new(adapter);
-    let connected: Vec<anyhow::Result<(A::Pub, A::Sub)>> = stream::iter(0..n)
+    let connected: Vec<anyhow::Result<(A::Pub, A::Sub)>> = stream::iter(indices)
         .map(|i| {
             let (adapter, room) = (adapter.clone(), w.room.clone());
             async move {
@@ -131,12 +165,24 @@ async fn run_with<A: Adapter>(
     let connected = connected.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
 
     let period_ns = w.period_ns();
-    let start_ns = epoch.elapsed().as_nanos() as u64 + START_DELAY.as_nanos() as u64;
+    let soonest = clock.now_ns() + START_DELAY.as_nanos() as u64;
+    let start_ns = match w.start_at_unix_ns {
+        None => soonest,
+        Some(at) if at >= clock.now_ns() => at,
+        Some(at) => {
+            eprintln!(
+                "warning: the start time passed {:.0} ms before the clients were connected; \
+                 starting now (a second process given the same start time is out of step)",
+                clock.now_ns().saturating_sub(at) as f64 / 1e6
+            );
+            soonest
+        }
+    };
     let warmup_messages = w.warmup_messages();
     let total_messages = warmup_messages + w.measured_messages();
     let send_end_ns = start_ns + total_messages * period_ns;
     let plan = Arc::new(Plan {
-        epoch,
+        clock,
         clients: n,
         payload_bytes: w.payload_bytes,
         period_ns,
@@ -154,6 +200,24 @@ async fn run_with<A: Adapter>(
             }
         }),
     });
+
+    if w.role == Role::Reader {
+        let (publisher, subscriber) = connected.into_iter().next().context("no reader")?;
+        let window_start_ns = send_end_ns.saturating_sub(w.reader_window().as_nanos() as u64);
+        let task = tokio::spawn(reader_task(
+            plan.clone(),
+            window_start_ns,
+            publisher,
+            subscriber,
+        ));
+        tokio::time::sleep_until(plan.instant(plan.measured_start_ns())).await;
+        let cpu_start = CpuSample::take(w.server_pid);
+        let outcome = task.await.context("the reader task panicked")?;
+        let cpu_end = CpuSample::take(w.server_pid);
+        return Ok(summarize_reader(
+            system, addr, w, &plan, outcome, cpu_start, cpu_end,
+        ));
+    }
 
     let tasks: Vec<_> = connected
         .into_iter()
@@ -223,10 +287,9 @@ impl Recorder {
         }
     }
 
-    /// Records one delivery received at `now_ns`; returns its header and
-    /// latency if it belongs to the measured window.
-    fn record(&mut self, p: &[u8], now_ns: u64, plan: &Plan) -> Option<(Header, u64)> {
-        let h = payload::read(p)?;
+    /// Records one delivery (header `h`, `len` bytes) received at `now_ns`;
+    /// returns its latency if it belongs to the measured window.
+    fn record(&mut self, h: Header, len: usize, now_ns: u64, plan: &Plan) -> Option<u64> {
         let sender = h.sender as usize;
         if h.seq < plan.warmup_messages || sender >= self.next_seq.len() {
             return None;
@@ -238,8 +301,8 @@ impl Recorder {
         let latency = now_ns.saturating_sub(h.sent_ns);
         self.hist.saturating_record(latency.max(HIST_LOW_NS));
         self.received += 1;
-        self.bytes += p.len() as u64;
-        Some((h, latency))
+        self.bytes += len as u64;
+        Some(latency)
     }
 }
 
@@ -371,7 +434,10 @@ async fn receive_loop<S: Subscriber>(
         }
         let now = plan.now_ns();
         for p in batch.drain(..) {
-            let Some((h, latency)) = rec.record(&p, now, plan) else {
+            let Some(h) = payload::read(&p) else {
+                continue;
+            };
+            let Some(latency) = rec.record(h, p.len(), now, plan) else {
                 continue;
             };
             if let Some(o) = &mut obs {
@@ -391,6 +457,152 @@ async fn receive_loop<S: Subscriber>(
         }
     }
     (rec, obs, error)
+}
+
+/// What the reader measured.
+struct ReaderOutcome {
+    rec: Recorder,
+    /// State age of the updates received in the window (raw).
+    state_age: Histogram<u64>,
+    in_window: u64,
+    bytes_in_window: u64,
+    per_sender: Vec<u64>,
+    error: Option<String>,
+}
+
+/// The reader: reads until the deadline, never sends. `publisher` is only
+/// held so that its connection stays open (a relais client whose write half
+/// is shut down leaves the room).
+async fn reader_task<P: Publisher, S: Subscriber>(
+    plan: Arc<Plan>,
+    window_start_ns: u64,
+    publisher: P,
+    mut subscriber: S,
+) -> ReaderOutcome {
+    let _publisher = publisher;
+    let mut out = ReaderOutcome {
+        rec: Recorder::new(plan.clients),
+        state_age: new_histogram(),
+        in_window: 0,
+        bytes_in_window: 0,
+        per_sender: vec![0; plan.clients],
+        error: None,
+    };
+    let deadline = plan.instant(plan.deadline_ns);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        tokio::select! {
+            r = subscriber.recv_batch(&mut batch) => match r {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.error = Some("reader: connection closed by the server".into());
+                    break;
+                }
+                Err(e) => {
+                    out.error = Some(format!("reader: {e:#}"));
+                    break;
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+        let now = plan.now_ns();
+        let in_window = (window_start_ns..=plan.send_end_ns).contains(&now);
+        for p in batch.drain(..) {
+            let Some(h) = payload::read(&p) else {
+                continue;
+            };
+            let sender = h.sender as usize;
+            if sender >= plan.clients {
+                continue;
+            }
+            if in_window {
+                let age = now.saturating_sub(h.sent_ns);
+                out.state_age.saturating_record(age.max(HIST_LOW_NS));
+                out.in_window += 1;
+                out.bytes_in_window += p.len() as u64;
+                out.per_sender[sender] += 1;
+            }
+            out.rec.record(h, p.len(), now, &plan);
+        }
+    }
+    out
+}
+
+fn summarize_reader(
+    system: System,
+    addr: &str,
+    w: &Workload,
+    plan: &Plan,
+    o: ReaderOutcome,
+    cpu_start: CpuSample,
+    cpu_end: CpuSample,
+) -> Report {
+    let expected = w.reader_expected();
+    let received = o.rec.received;
+    let window = w.reader_window().as_secs_f64();
+    let reader = ReaderReport {
+        window_s: window,
+        state_age_ms: Latency::from_histogram(&o.state_age),
+        received_in_window: o.in_window,
+        sent_in_window: (w.clients as f64 * f64::from(w.rate_hz) * window).round() as u64,
+        received_per_sender: o.per_sender,
+        payload_bytes_per_s: o.bytes_in_window as f64 / window,
+    };
+    let mut r = base_report(system, addr, w, &cpu_start, &cpu_end, received, o.rec.bytes);
+    r.expected = expected;
+    r.undelivered = expected.saturating_sub(received);
+    r.conflated = if system.conflates() { r.undelivered } else { 0 };
+    r.lost = if system.conflates() { 0 } else { r.undelivered };
+    r.delivered_ratio = received as f64 / expected as f64;
+    r.latency_ms = Latency::from_histogram(&o.rec.hist.clone_correct(plan.period_ns));
+    r.latency_raw_ms = Latency::from_histogram(&o.rec.hist);
+    r.reordered = o.rec.reordered;
+    r.failed_clients = usize::from(o.error.is_some());
+    r.errors = o.error.into_iter().collect();
+    r.reader = Some(reader);
+    r
+}
+
+/// The fields every report fills the same way.
+fn base_report(
+    system: System,
+    addr: &str,
+    w: &Workload,
+    cpu_start: &CpuSample,
+    cpu_end: &CpuSample,
+    received: u64,
+    bytes: u64,
+) -> Report {
+    let secs = w.duration.as_secs_f64();
+    let clk_tck = cpu::clock_ticks_per_second();
+    let cpu_secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clk_tck as f64),
+        _ => None,
+    };
+    let server_cpu_s = cpu_secs(cpu_start.server_ticks, cpu_end.server_ticks);
+    Report {
+        system: system.to_string(),
+        label: w.label.clone(),
+        addr: addr.to_owned(),
+        clients: w.clients,
+        rate_hz: w.rate_hz,
+        payload_bytes: w.payload_bytes,
+        duration_s: secs,
+        warmup_s: w.warmup.as_secs_f64(),
+        drain_ms: w.drain.as_millis() as u64,
+        received,
+        deliveries_per_s: received as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        server_cpu_s,
+        server_cpu_s_per_million: server_cpu_s
+            .filter(|_| received > 0)
+            .map(|s| s / (received as f64 / 1e6)),
+        generator_cpu_s: cpu_secs(cpu_start.own_ticks, cpu_end.own_ticks),
+        cpu_wall_s: cpu_end.at.duration_since(cpu_start.at).as_secs_f64(),
+        clk_tck,
+        link_kbit: w.link_kbit,
+        ..Report::default()
+    }
 }
 
 fn summarize(
@@ -448,44 +660,19 @@ fn summarize(
 
     let expected = w.expected_deliveries();
     let undelivered = expected.saturating_sub(received);
-    let secs = w.duration.as_secs_f64();
-    let clk_tck = cpu::clock_ticks_per_second();
-    let cpu_secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clk_tck as f64),
-        _ => None,
-    };
-    let server_cpu_s = cpu_secs(cpu_start.server_ticks, cpu_end.server_ticks);
     Report {
-        system: system.to_string(),
-        label: w.label.clone(),
-        addr: addr.to_owned(),
-        clients: w.clients,
-        rate_hz: w.rate_hz,
-        payload_bytes: w.payload_bytes,
-        duration_s: secs,
-        warmup_s: w.warmup.as_secs_f64(),
-        drain_ms: w.drain.as_millis() as u64,
         sent,
         expected,
-        received,
         undelivered,
         conflated: if system.conflates() { undelivered } else { 0 },
         lost: if system.conflates() { 0 } else { undelivered },
         delivered_ratio: received as f64 / expected as f64,
-        deliveries_per_s: received as f64 / secs,
-        mb_per_s: bytes as f64 / secs / 1e6,
         latency_ms: Latency::from_histogram(&others.clone_correct(plan.period_ns)),
         latency_raw_ms: Latency::from_histogram(&others),
-        server_cpu_s,
-        server_cpu_s_per_million: server_cpu_s
-            .filter(|_| received > 0)
-            .map(|s| s / (received as f64 / 1e6)),
-        generator_cpu_s: cpu_secs(cpu_start.own_ticks, cpu_end.own_ticks),
-        cpu_wall_s: cpu_end.at.duration_since(cpu_start.at).as_secs_f64(),
-        clk_tck,
         reordered,
         failed_clients,
         errors,
         stall: stall_report,
+        ..base_report(system, addr, w, &cpu_start, &cpu_end, received, bytes)
     }
 }

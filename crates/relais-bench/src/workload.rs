@@ -59,6 +59,51 @@ impl FromStr for System {
     }
 }
 
+/// What the clients of one generator process do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// N clients each send at R Hz and read everything (the normal run; the
+    /// senders' side of a slow-link run).
+    #[default]
+    All,
+    /// One client that joins the room (NATS, Redis: subscribes) and only
+    /// reads, expecting N senders at R Hz in another process: the
+    /// constrained client of a slow-link run. It reports the state age of
+    /// what it reads (see [`crate::ReaderReport`]).
+    Reader,
+}
+
+impl Role {
+    /// The lowercase name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Reader => "reader",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all" | "senders" => Ok(Self::All),
+            "reader" => Ok(Self::Reader),
+            other => Err(format!(
+                "unknown role {other:?} (expected all, senders or reader)"
+            )),
+        }
+    }
+}
+
 /// One client stops reading for a while, then resumes (the slow-consumer
 /// scenario). It keeps sending all along, as a game whose render loop froze
 /// but whose network thread did not would.
@@ -96,6 +141,18 @@ pub struct Workload {
     pub server_pid: Option<u32>,
     /// A free-form tag copied into the report (e.g. `matrix`, `overload`).
     pub label: String,
+    /// What this process's clients do.
+    pub role: Role,
+    /// When message 0 of client 0 is due, in ns since the UNIX epoch, so
+    /// that two processes (senders and reader) follow one schedule. `None`:
+    /// shortly after the clients have connected.
+    pub start_at_unix_ns: Option<u64>,
+    /// Reader: the state age is measured over deliveries received in the
+    /// last `window` of the measured window. `None`: its last 60 %.
+    pub window: Option<Duration>,
+    /// The constrained link's rate in kbit/s, copied into the report
+    /// (slow-link runs; the generator does not shape anything itself).
+    pub link_kbit: Option<u64>,
 }
 
 impl Default for Workload {
@@ -111,6 +168,10 @@ impl Default for Workload {
             stall: None,
             server_pid: None,
             label: String::new(),
+            role: Role::All,
+            start_at_unix_ns: None,
+            window: None,
+            link_kbit: None,
         }
     }
 }
@@ -139,6 +200,17 @@ impl Workload {
         n * n * self.measured_messages()
     }
 
+    /// The reader's state-age window: the last [`Workload::window`] of the
+    /// measured window (default: its last 60 %).
+    pub fn reader_window(&self) -> Duration {
+        self.window.unwrap_or(self.duration.mul_f64(0.6))
+    }
+
+    /// Deliveries to the one reader of a reader run: N × R × D.
+    pub fn reader_expected(&self) -> u64 {
+        self.clients as u64 * self.measured_messages()
+    }
+
     /// Checks the workload makes sense.
     pub fn validate(&self) -> Result<(), String> {
         if self.clients == 0 {
@@ -161,6 +233,18 @@ impl Workload {
         }
         if self.measured_messages() == 0 {
             return Err("duration too short for one message".into());
+        }
+        if self.role == Role::Reader {
+            if self.stall.is_some() {
+                return Err("a reader run has no stalled client".into());
+            }
+            let window = self.reader_window();
+            if window.is_zero() || window > self.duration {
+                return Err(format!(
+                    "the reader's window ({window:?}) must be positive and within the measured window ({:?})",
+                    self.duration
+                ));
+            }
         }
         if let Some(s) = &self.stall {
             if s.client >= self.clients {
@@ -207,5 +291,23 @@ mod tests {
         assert!(w.validate().is_err());
         w.duration = Duration::from_secs(8);
         assert!(w.validate().is_ok());
+    }
+
+    #[test]
+    fn reader_window_defaults_to_the_last_60_percent() {
+        let mut w = Workload {
+            duration: Duration::from_secs(20),
+            role: Role::Reader,
+            ..Workload::default()
+        };
+        assert_eq!(w.reader_window(), Duration::from_secs(12));
+        assert!(w.validate().is_ok());
+        w.window = Some(Duration::from_secs(21));
+        assert!(w.validate().is_err());
+        w.window = Some(Duration::from_secs(5));
+        assert_eq!(w.reader_window(), Duration::from_secs(5));
+        assert_eq!(w.reader_expected(), 10 * 60 * 20);
+        assert_eq!("senders".parse::<Role>(), Ok(Role::All));
+        assert_eq!("reader".parse::<Role>(), Ok(Role::Reader));
     }
 }

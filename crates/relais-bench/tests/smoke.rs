@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use relais_bench::{System, Workload};
+use relais_bench::{Role, System, Workload};
 use relais_server::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -50,6 +50,90 @@ async fn three_clients_for_one_second_against_relais() {
     let json = serde_json::to_string(&report).unwrap();
     let back: relais_bench::Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);
+
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}
+
+/// The slow-link roles on loopback (no namespace, no throttling): a senders
+/// run and a reader run, as two `run`s given one start time, against one
+/// in-process relais server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_and_senders_share_a_schedule() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = Server::new(Config::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move {
+            server
+                .serve_tcp(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let senders = Workload {
+        clients: 3,
+        rate_hz: 20,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        drain: Duration::from_millis(300),
+        start_at_unix_ns: Some(now_ns + 500_000_000),
+        label: "slowlink".into(),
+        link_kbit: Some(500),
+        ..Workload::default()
+    };
+    let reader = Workload {
+        role: Role::Reader,
+        window: Some(Duration::from_millis(600)),
+        ..senders.clone()
+    };
+    let (s, r) = tokio::join!(
+        relais_bench::run(System::Relais, &addr, &senders),
+        relais_bench::run(System::Relais, &addr, &reader)
+    );
+    let (s, r) = (s.unwrap(), r.unwrap());
+
+    // The senders' run is a normal run that knows nothing of the reader.
+    assert!(s.reader.is_none(), "{s}");
+    assert_eq!(s.expected, 3 * 3 * 20);
+    assert!(s.received > 0, "{s}");
+    assert_eq!(s.failed_clients, 0, "{s}");
+    assert_eq!(s.link_kbit, Some(500));
+
+    let x = r.reader.as_ref().expect("a reader report");
+    assert_eq!(r.expected, 3 * 20, "{r}");
+    assert_eq!(r.sent, 0, "{r}");
+    assert_eq!(r.failed_clients, 0, "{r}");
+    assert_eq!(r.reordered, 0, "{r}");
+    assert!(r.received > 0 && r.received <= r.expected, "{r}");
+    assert_eq!(x.sent_in_window, 3 * 20 * 6 / 10);
+    assert!(x.received_in_window > 0, "{r}");
+    assert_eq!(x.received_per_sender.len(), 3);
+    assert!(x.received_per_sender.iter().all(|&c| c > 0), "{r}");
+    assert_eq!(
+        x.received_per_sender.iter().sum::<u64>(),
+        x.received_in_window
+    );
+    // On loopback, with one schedule on one clock, updates are fresh: a
+    // wrong clock (or schedules out of step) would show seconds here.
+    assert!(x.state_age_ms.samples > 0, "{r}");
+    assert!(x.state_age_ms.p50 < 500.0, "{r}");
+    assert!(r.to_table().contains("state age"));
+
+    let json = serde_json::to_string(&r).unwrap();
+    let back: relais_bench::Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+    // Reports without the slow-link fields serialize as before.
+    let plain = serde_json::to_string(&relais_bench::Report::default()).unwrap();
+    assert!(!plain.contains("reader") && !plain.contains("link_kbit"));
 
     stop.send(()).unwrap();
     serving.await.unwrap();
