@@ -117,51 +117,20 @@ free_port() {
     return 1
 }
 
-SERVER_PID=""
+# shellcheck source=bench/servers.sh
+. "$ROOT/bench/servers.sh"
+SERVER_PREFIX=("${PRIO[@]}" "${SERVER_PIN[@]}")
 SERVER_PORT=""
-start_server() {
-    local system=$1
-    SERVER_PORT=$(free_port)
-    case $system in
-        relais)
-            local ws_port
-            ws_port=$(free_port)
-            "${PRIO[@]}" "${SERVER_PIN[@]}" "$RELAIS" serve --listen "127.0.0.1:$SERVER_PORT" \
-                --ws-listen "127.0.0.1:$ws_port" >"$LOGS/relais.log" 2>&1 &
-            ;;
-        nats)
-            "${PRIO[@]}" "${SERVER_PIN[@]}" nats-server -a 127.0.0.1 -p "$SERVER_PORT" \
-                >"$LOGS/nats.log" 2>&1 &
-            ;;
-        redis)
-            "${PRIO[@]}" "${SERVER_PIN[@]}" redis-server --port "$SERVER_PORT" --bind 127.0.0.1 \
-                --save '' --appendonly no --daemonize no --maxclients 10000 \
-                >"$LOGS/redis.log" 2>&1 &
-            ;;
-    esac
-    SERVER_PID=$!
-    STARTED+=("$SERVER_PID")
-    for _ in $(seq 1 100); do
-        port_open "$SERVER_PORT" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$system did not start; its log:"
-    cat "$LOGS/$system.log" >&2
-    return 1
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-}
 
 # run_one SYSTEM LABEL N RATE DURATION [extra generator flags...]
 run_one() {
     local system=$1 label=$2 n=$3 rate=$4 duration=$5
     shift 5
     local out="$RESULTS/$label-$system-n$n-r$rate.json"
-    start_server "$system"
+    local ws_port
+    SERVER_PORT=$(free_port)
+    ws_port=$(free_port)
+    start_server "$system" 127.0.0.1 "$SERVER_PORT" "$ws_port"
     log "$label: $system N=$n R=$rate D=${duration}s"
     if "${PRIO[@]}" "${GEN_PIN[@]}" "$BENCH" --system "$system" --addr "127.0.0.1:$SERVER_PORT" \
         --clients "$n" --rate "$rate" --payload "$PAYLOAD" --duration "$duration" \
@@ -171,7 +140,7 @@ run_one() {
         log "run failed: $label $system N=$n (see $LOGS)"
         rm -f "$out.tmp"
     fi
-    stop_server
+    stop_pid "$SERVER_PID"
 }
 
 # How long the measuring takes: per run, D + 1 s warm-up + 0.5 s drain, and

@@ -193,43 +193,9 @@ done
 # port_open PORT: something listens on SRV_IP:PORT (checked inside srv).
 port_open() { "${IN_SRV[@]}" bash -c "exec 3<>/dev/tcp/$SRV_IP/$1" 2>/dev/null; }
 
-SERVER_PID=""
-start_server() {
-    local system=$1 port=$2
-    case $system in
-        relais)
-            "${IN_SRV[@]}" "${PRIO[@]}" "${SERVER_PIN[@]}" "$RELAIS" serve --listen "$SRV_IP:$port" \
-                --ws-listen "127.0.0.1:$((port + 1))" >"$LOGS/relais.log" 2>&1 &
-            ;;
-        nats)
-            "${IN_SRV[@]}" "${PRIO[@]}" "${SERVER_PIN[@]}" nats-server -a "$SRV_IP" -p "$port" \
-                >"$LOGS/nats.log" 2>&1 &
-            ;;
-        redis)
-            # Protected mode would refuse the non-loopback clients; the server
-            # is reachable only inside this run's private namespaces.
-            "${IN_SRV[@]}" "${PRIO[@]}" "${SERVER_PIN[@]}" redis-server --port "$port" --bind "$SRV_IP" \
-                --save '' --appendonly no --daemonize no --maxclients 10000 \
-                --protected-mode no \
-                >"$LOGS/redis.log" 2>&1 &
-            ;;
-    esac
-    SERVER_PID=$!
-    STARTED+=("$SERVER_PID")
-    for _ in $(seq 1 100); do
-        port_open "$port" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$system did not start; its log:"
-    cat "$LOGS/$system.log" >&2
-    return 1
-}
-
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
+# shellcheck source=bench/servers.sh
+. "$ROOT/bench/servers.sh"
+SERVER_PREFIX=("${IN_SRV[@]}" "${PRIO[@]}" "${SERVER_PIN[@]}")
 
 # run_one RATE SYSTEM PORT
 run_one() {
@@ -241,7 +207,7 @@ run_one() {
     tc -n "$NS_SRV" qdisc del dev "$VETH_SRV" root 2>/dev/null || true
     tc -n "$NS_SRV" qdisc add dev "$VETH_SRV" root tbf rate "$rate" \
         burst "$TBF_BURST" latency "$TBF_LATENCY"
-    start_server "$system" "$port"
+    start_server "$system" "$SRV_IP" "$port" "$((port + 1))"
     start=$(date +%s.%N | awk -v lead="$LEAD" '{printf "%.3f", $1 + lead}')
     local common=(--system "$system" --addr "$SRV_IP:$port" --clients "$SENDERS"
         --rate "$MSG_RATE" --payload "$PAYLOAD" --duration "$DURATION" --warmup "$WARMUP"
@@ -271,7 +237,7 @@ run_one() {
         FAILED+=("$rate/$system")
     fi
     rm -f "$out.reader" "$out.senders"
-    stop "$SERVER_PID"
+    stop_pid "$SERVER_PID"
     tc -n "$NS_SRV" -s qdisc show dev "$VETH_SRV" | sed -n 's/^ *Sent/    tbf: sent/p' >&2
 }
 
