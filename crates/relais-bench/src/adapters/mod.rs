@@ -14,7 +14,8 @@
 use std::future::Future;
 
 use anyhow::{bail, ensure};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub mod nats;
 pub mod redis;
@@ -67,6 +68,47 @@ pub(crate) const MAX_BATCH: usize = 1024;
 
 /// How much one read asks the socket for.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// The receive loop of the NATS and Redis adapters: hands over `pending`
+/// (payloads that arrived with the handshake), then parses `buf` with
+/// `next` (`Some(Some(payload))` a message, `Some(None)` anything else,
+/// `None` "needs more bytes") and reads 64 KiB more until at least one
+/// payload is out, at most [`MAX_BATCH`]. Returns `Ok(false)` at a clean end
+/// of stream; `system` names the peer in errors. Cancel-safe like
+/// [`Subscriber::recv_batch`]: `read_buf` loses nothing.
+pub(crate) async fn read_batch<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    pending: &mut Vec<Bytes>,
+    out: &mut Vec<Bytes>,
+    system: &str,
+    mut next: impl FnMut(&mut BytesMut) -> anyhow::Result<Option<Option<Bytes>>>,
+) -> anyhow::Result<bool> {
+    let before = out.len();
+    out.append(pending);
+    loop {
+        while out.len() - before < MAX_BATCH {
+            match next(buf)? {
+                Some(Some(payload)) => out.push(payload),
+                Some(None) => {}
+                None => break,
+            }
+        }
+        if out.len() > before {
+            return Ok(true);
+        }
+        buf.reserve(READ_CHUNK);
+        // Nothing is pending in `out` here.
+        if read.read_buf(buf).await? == 0 {
+            anyhow::ensure!(
+                buf.is_empty(),
+                "{system} closed the connection inside a message ({} bytes buffered)",
+                buf.len()
+            );
+            return Ok(false);
+        }
+    }
+}
 
 /// Where the line starting at `from` ends: the index of its `\r\n`, or
 /// `None` if the line is not all buffered yet. A line longer than `max`

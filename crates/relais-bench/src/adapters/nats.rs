@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::{line_end, parse_decimal, Adapter, Publisher, Subscriber, MAX_BATCH, READ_CHUNK};
+use super::{line_end, parse_decimal, read_batch, Adapter, Publisher, Subscriber, READ_CHUNK};
 
 /// Longest control line accepted (`INFO` included), in bytes.
 const MAX_LINE: usize = 64 * 1024;
@@ -225,33 +225,25 @@ impl Publisher for NatsPub {
 
 impl Subscriber for NatsSub {
     async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<bool> {
-        let before = out.len();
-        out.append(&mut self.pending);
-        loop {
-            while out.len() - before < MAX_BATCH {
-                match next_op(&mut self.buf)? {
-                    Some(Op::Msg(p)) => out.push(p),
-                    Some(Op::Ping) => {
-                        self.owed_pongs.fetch_add(1, Ordering::Relaxed);
+        let owed_pongs = &self.owed_pongs;
+        read_batch(
+            &mut self.read,
+            &mut self.buf,
+            &mut self.pending,
+            out,
+            "NATS",
+            |buf| {
+                Ok(next_op(buf)?.map(|op| match op {
+                    Op::Msg(p) => Some(p),
+                    Op::Ping => {
+                        owed_pongs.fetch_add(1, Ordering::Relaxed);
+                        None
                     }
-                    Some(Op::Pong | Op::Ok | Op::Info) => {}
-                    None => break,
-                }
-            }
-            if out.len() > before {
-                return Ok(true);
-            }
-            self.buf.reserve(READ_CHUNK);
-            // `read_buf` is cancel-safe, and nothing is pending in `out` here.
-            if self.read.read_buf(&mut self.buf).await? == 0 {
-                ensure!(
-                    self.buf.is_empty(),
-                    "NATS closed the connection inside a message ({} bytes buffered)",
-                    self.buf.len()
-                );
-                return Ok(false);
-            }
-        }
+                    Op::Pong | Op::Ok | Op::Info => None,
+                }))
+            },
+        )
+        .await
     }
 }
 

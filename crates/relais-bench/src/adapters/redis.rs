@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-use super::{line_end, parse_decimal, Adapter, Publisher, Subscriber, MAX_BATCH, READ_CHUNK};
+use super::{line_end, parse_decimal, read_batch, Adapter, Publisher, Subscriber, READ_CHUNK};
 
 /// Longest line (simple string, error, or a length) accepted, in bytes.
 const MAX_LINE: usize = 64 * 1024;
@@ -320,30 +320,20 @@ impl Publisher for RedisPub {
 
 impl Subscriber for RedisSub {
     async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<bool> {
-        let before = out.len();
-        out.append(&mut self.pending);
-        loop {
-            while out.len() - before < MAX_BATCH {
-                match next_push(&mut self.buf)? {
-                    Some(Push::Message(p)) => out.push(p),
-                    Some(Push::Subscribed(_) | Push::Other) => {}
-                    None => break,
-                }
-            }
-            if out.len() > before {
-                return Ok(true);
-            }
-            self.buf.reserve(READ_CHUNK);
-            // `read_buf` is cancel-safe, and nothing is pending in `out` here.
-            if self.read.read_buf(&mut self.buf).await? == 0 {
-                ensure!(
-                    self.buf.is_empty(),
-                    "Redis closed the connection inside a reply ({} bytes buffered)",
-                    self.buf.len()
-                );
-                return Ok(false);
-            }
-        }
+        read_batch(
+            &mut self.read,
+            &mut self.buf,
+            &mut self.pending,
+            out,
+            "Redis",
+            |buf| {
+                Ok(next_push(buf)?.map(|push| match push {
+                    Push::Message(p) => Some(p),
+                    Push::Subscribed(_) | Push::Other => None,
+                }))
+            },
+        )
+        .await
     }
 }
 
