@@ -364,6 +364,8 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
                 tokio::time::sleep_until(next).await;
             }
         }
+        // While the connection holds more than it drains in a short while,
+        // wait: what waits in the outbox meanwhile is conflated.
         loop {
             match pacer.pace(Instant::now(), || sink.send_queue()) {
                 Pace::Write => break,
