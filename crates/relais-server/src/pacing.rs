@@ -149,25 +149,26 @@ impl Pacer {
     }
 }
 
-/// The highest value recorded in the last one to two [`RATE_WINDOW`]s.
+/// The highest value recorded in the last one to two [`RATE_WINDOW`]s: values
+/// go into back-to-back windows, and a window's maximum counts until two
+/// window lengths after its start.
 #[derive(Debug, Default)]
 struct WindowedMax {
-    /// The window in progress: when it started, its maximum.
+    /// The window in progress: its start, its maximum.
     current: Option<(Instant, u64)>,
-    /// The maximum of the window before it.
-    previous: u64,
+    /// The window before it, if it was the one just before.
+    previous: Option<(Instant, u64)>,
 }
 
 impl WindowedMax {
     fn roll(&mut self, now: Instant) {
         if let Some((start, max)) = self.current {
-            let age = now.duration_since(start);
-            if age >= RATE_WINDOW * 2 {
+            if now >= start + RATE_WINDOW * 2 {
                 self.current = None;
-                self.previous = 0;
-            } else if age >= RATE_WINDOW {
-                self.current = None;
-                self.previous = max;
+                self.previous = None;
+            } else if now >= start + RATE_WINDOW {
+                self.previous = Some((start, max));
+                self.current = Some((start + RATE_WINDOW, 0));
             }
         }
     }
@@ -181,15 +182,11 @@ impl WindowedMax {
     }
 
     fn get(&self, now: Instant) -> u64 {
-        let current = match self.current {
-            Some((start, max)) if now.duration_since(start) < RATE_WINDOW * 2 => max,
+        let live = |w: Option<(Instant, u64)>| match w {
+            Some((start, max)) if now < start + RATE_WINDOW * 2 => max,
             _ => 0,
         };
-        let previous = match self.current {
-            Some((start, _)) if now.duration_since(start) >= RATE_WINDOW => 0,
-            _ => self.previous,
-        };
-        current.max(previous)
+        live(self.current).max(live(self.previous))
     }
 }
 
@@ -284,5 +281,16 @@ mod tests {
         assert_eq!(m.get(t0 + RATE_WINDOW), 1000);
         assert_eq!(m.get(t0 + RATE_WINDOW * 2), 10);
         assert_eq!(m.get(t0 + RATE_WINDOW * 4), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peak_lasts_at_most_two_windows_whatever_the_gaps() {
+        let mut m = WindowedMax::default();
+        let t0 = Instant::now();
+        m.record(t0, 1000);
+        m.record(t0 + RATE_WINDOW * 19 / 10, 10);
+        assert_eq!(m.get(t0 + RATE_WINDOW * 19 / 10), 1000);
+        assert_eq!(m.get(t0 + RATE_WINDOW * 2), 10);
+        assert_eq!(m.get(t0 + RATE_WINDOW * 285 / 100), 10);
     }
 }
