@@ -85,6 +85,26 @@ fn generator_bound(r: &Report) -> bool {
         .is_some_and(|g| r.cpu_wall_s > 0.0 && g >= 0.75 * r.cpu_wall_s)
 }
 
+/// " †" after a generator-bound run, "" otherwise.
+fn dagger_if(bound: bool) -> &'static str {
+    if bound {
+        " †"
+    } else {
+        ""
+    }
+}
+
+/// The range of a log axis over `values`, widened by `pad` on both sides,
+/// or `empty` when there are none.
+fn log_range(values: impl Iterator<Item = f64>, pad: f64, empty: (f64, f64)) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo <= hi {
+        (lo / pad, hi * pad)
+    } else {
+        empty
+    }
+}
+
 /// The best (lowest) value among the peers, with the peer's name.
 fn best_peer(
     reports: &[Report],
@@ -119,15 +139,12 @@ fn largest_room(reports: &[Report], system: &str) -> Option<usize> {
 
 /// " †" when the matrix run of `a` or `b` at `n` was generator-bound.
 fn dagger(reports: &[Report], n: usize, a: &str, b: &str) -> &'static str {
-    let bound = [a, b]
-        .iter()
-        .filter_map(|s| find(reports, MATRIX, s, n))
-        .any(generator_bound);
-    if bound {
-        " †"
-    } else {
-        ""
-    }
+    dagger_if(
+        [a, b]
+            .iter()
+            .filter_map(|s| find(reports, MATRIX, s, n))
+            .any(generator_bound),
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -363,7 +380,7 @@ fn run_row(r: &Report) -> String {
         "| {} | {}{} | {} | {} | {} | {:.2}% | {:.0} | {:.2} | {} | {} | {} | {} | {} |",
         r.clients,
         r.system,
-        if generator_bound(r) { " †" } else { "" },
+        dagger_if(generator_bound(r)),
         r.expected,
         r.sent,
         r.received,
@@ -434,7 +451,7 @@ fn write_slow_consumer(w: &mut String, reports: &[Report]) {
          messages the stalled client read after resuming (median / max over senders): the \
          staleness of the state it resumes with. *Stale read* counts messages it read after \
          resuming that were sent before; *caught up* is when it first read a message younger \
-         than two periods.\n\n\
+         than two periods. † as in the matrix.\n\n\
          | system | others' p99 ms | same N, no stall: p99 ms | first msg age median / max ms | stale read | caught up after ms | stalled client received | failed clients |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|",
         any.clients, any.rate_hz, stall.client, stall.stall_s, stall.at_s
@@ -444,8 +461,9 @@ fn write_slow_consumer(w: &mut String, reports: &[Report]) {
         let baseline = find(reports, MATRIX, &r.system, r.clients).map(|b| b.latency_ms.p99);
         let _ = writeln!(
             w,
-            "| {} | {:.2} | {} | {:.1} / {:.1} | {} | {} | {} | {} |",
+            "| {}{} | {:.2} | {} | {:.1} / {:.1} | {} | {} | {} | {} |",
             r.system,
+            dagger_if(generator_bound(r)),
             r.latency_ms.p99,
             fmt_opt(baseline, 2),
             s.first_after_resume_age_ms_p50,
@@ -616,11 +634,7 @@ fn write_slowlink(w: &mut String, reports: &[Report], meta: &str, plot: &str) {
             "| {} | {}{} | {p50} | {p99} | {max} | {received} | {per_s} | {} | {} | {failed} |",
             fmt_rate(run.link_kbit),
             run.system,
-            if run.senders.is_some_and(generator_bound) {
-                " †"
-            } else {
-                ""
-            },
+            dagger_if(run.senders.is_some_and(generator_bound)),
             match run.senders {
                 Some(s) => ms_cell(s, s.latency_ms.p99),
                 None => "–".into(),
@@ -693,19 +707,13 @@ pub fn slowlink_plot(reports: &[Report], out: &Path, font: &Path) -> anyhow::Res
         .into_iter()
         .map(|k| k as f64)
         .collect();
-    let xs = rates.iter().copied();
-    let (x_lo, x_hi) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (x_lo, x_hi) = if x_lo <= x_hi {
-        (x_lo / 1.3, x_hi * 1.3)
-    } else {
-        (100.0, 10_000.0)
-    };
+    let (x_lo, x_hi) = log_range(rates.iter().copied(), 1.3, (100.0, 10_000.0));
     let ys = series
         .iter()
         .flat_map(|(_, _, p)| p.iter().map(|&(_, v)| v))
         .chain([SLOWLINK_P99_MS]);
-    let (y_lo, y_hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (y_lo, y_hi) = (y_lo / 1.5, y_hi * 1.5);
+    // Never empty: the target is in it.
+    let (y_lo, y_hi) = log_range(ys, 1.5, (SLOWLINK_P99_MS, SLOWLINK_P99_MS));
 
     let root = BitMapBackend::new(out, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -805,12 +813,7 @@ pub fn plot(reports: &[Report], out: &Path, font: &Path) -> anyhow::Result<()> {
             })
             .collect();
         let values = series.iter().flat_map(|(_, p)| p.iter().map(|&(_, v)| v));
-        let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if lo <= hi {
-            (lo / 1.5, hi * 1.5)
-        } else {
-            (0.01, 1.0)
-        };
+        let (lo, hi) = log_range(values, 1.5, (0.01, 1.0));
         let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 22))
             .margin(15)

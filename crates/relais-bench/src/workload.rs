@@ -60,8 +60,7 @@ impl FromStr for System {
 }
 
 /// What the clients of one generator process do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Role {
     /// N clients each send at R Hz and read everything (the normal run; the
     /// senders' side of a slow-link run).
@@ -72,22 +71,6 @@ pub enum Role {
     /// constrained client of a slow-link run. It reports the state age of
     /// what it reads (see [`crate::ReaderReport`]).
     Reader,
-}
-
-impl Role {
-    /// The lowercase name used on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Reader => "reader",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 impl FromStr for Role {

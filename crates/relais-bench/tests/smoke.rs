@@ -9,22 +9,29 @@ use relais_server::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_clients_for_one_second_against_relais() {
+/// An in-process relais server on 127.0.0.1:0: its address, and a future
+/// that shuts it down and waits until it has.
+async fn serve() -> (String, impl std::future::Future<Output = ()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = Server::new(Config::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move {
-            server
-                .serve_tcp(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
+    let serving = tokio::spawn(async move {
+        server
+            .serve_tcp(listener, async {
+                let _ = stopped.await;
+            })
+            .await
     });
+    (addr, async move {
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_for_one_second_against_relais() {
+    let (addr, stop) = serve().await;
 
     let workload = Workload {
         clients: 3,
@@ -51,8 +58,7 @@ async fn three_clients_for_one_second_against_relais() {
     let back: relais_bench::Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);
 
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    stop.await;
 }
 
 /// The slow-link roles on loopback (no namespace, no throttling): a senders
@@ -60,20 +66,7 @@ async fn three_clients_for_one_second_against_relais() {
 /// in-process relais server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_and_senders_share_a_schedule() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::new(Config::default());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move {
-            server
-                .serve_tcp(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let (addr, stop) = serve().await;
 
     let now_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,6 +128,5 @@ async fn reader_and_senders_share_a_schedule() {
     let plain = serde_json::to_string(&relais_bench::Report::default()).unwrap();
     assert!(!plain.contains("reader") && !plain.contains("link_kbit"));
 
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    stop.await;
 }

@@ -69,6 +69,25 @@ pub(crate) const MAX_BATCH: usize = 1024;
 /// How much one read asks the socket for.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
+/// Everything `next` parses out of `chunks`, fed one chunk at a time; an
+/// error if bytes are left over (the parser tests of every adapter).
+#[cfg(test)]
+pub(crate) fn parse_chunks<T>(
+    chunks: &[&[u8]],
+    mut next: impl FnMut(&mut BytesMut) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<Vec<T>> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        while let Some(item) = next(&mut buf)? {
+            out.push(item);
+        }
+    }
+    ensure!(buf.is_empty(), "{} bytes left over", buf.len());
+    Ok(out)
+}
+
 /// The receive loop of the NATS and Redis adapters: hands over `pending`
 /// (payloads that arrived with the handshake), then parses `buf` with
 /// `next` (`Some(Some(payload))` a message, `Some(None)` anything else,

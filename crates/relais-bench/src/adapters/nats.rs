@@ -255,16 +255,7 @@ mod tests {
 
     /// Every operation in `chunks`, fed one chunk at a time.
     fn ops(chunks: &[&[u8]]) -> anyhow::Result<Vec<Op>> {
-        let mut buf = BytesMut::new();
-        let mut ops = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            while let Some(op) = next_op(&mut buf)? {
-                ops.push(op);
-            }
-        }
-        ensure!(buf.is_empty(), "{} bytes left over", buf.len());
-        Ok(ops)
+        crate::adapters::parse_chunks(chunks, next_op)
     }
 
     const STREAM: &[u8] = b"INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n\

@@ -343,29 +343,11 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn pushes(chunks: &[&[u8]]) -> anyhow::Result<Vec<Push>> {
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            while let Some(p) = next_push(&mut buf)? {
-                out.push(p);
-            }
-        }
-        ensure!(buf.is_empty(), "{} bytes left over", buf.len());
-        Ok(out)
+        crate::adapters::parse_chunks(chunks, next_push)
     }
 
     fn ints(chunks: &[&[u8]]) -> anyhow::Result<Vec<i64>> {
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            buf.extend_from_slice(chunk);
-            while let Some(n) = next_int_reply(&mut buf)? {
-                out.push(n);
-            }
-        }
-        ensure!(buf.is_empty(), "{} bytes left over", buf.len());
-        Ok(out)
+        crate::adapters::parse_chunks(chunks, next_int_reply)
     }
 
     const STREAM: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$5\r\nbench\r\n:1\r\n\

@@ -1,56 +1,14 @@
 //! Timeouts, keepalive and the rate policy, deterministically: sessions run
 //! over in-memory pipes under a paused clock, so "ten seconds" takes none.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use relais_protocol::{ClientFrame, CloseReason, ServerFrame};
-use relais_server::session;
-use relais_server::tcp::{StreamSink, StreamSource};
-use relais_server::{Config, Relay};
+use relais_server::Config;
 use tokio::io::DuplexStream;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
-
-/// Sessions served over in-memory pipes, without a listener.
-struct Sim {
-    relay: Arc<Relay>,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
-}
-
-impl Sim {
-    fn new(config: Config) -> Self {
-        Self {
-            relay: Arc::new(Relay::new()),
-            config: Arc::new(config),
-            shutdown: CancellationToken::new(),
-        }
-    }
-
-    /// A new connection: the client's end, and the server session's task.
-    fn connect(&self) -> (Raw<DuplexStream>, JoinHandle<()>) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (read, write) = tokio::io::split(server);
-        let task = tokio::spawn(session::run(
-            StreamSource::new(read),
-            StreamSink::new(write),
-            self.relay.clone(),
-            self.config.clone(),
-            self.shutdown.clone(),
-        ));
-        (Raw::over(client), task)
-    }
-
-    async fn join(&self, name: &str, echo: bool) -> Raw<DuplexStream> {
-        let (mut c, _) = self.connect();
-        c.hello(name, "", echo).await.expect("welcome");
-        c
-    }
-}
 
 /// Reads frames, answering pings, until `stop` accepts one; returns it.
 async fn until(

@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use relais_protocol::ServerFrame;
 use relais_server::pacing::SendQueue;
-use relais_server::session;
 use relais_server::tcp::{SendQueueProbe, StreamSink, StreamSource};
-use relais_server::{Config, Relay};
+use relais_server::Config;
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -113,40 +111,19 @@ impl SendQueueProbe for SlowLink {
 /// senders × 60 Hz × 64 B (~86 kB/s of `MESSAGE` frames), over the last 3 s
 /// of a 6 s run.
 async fn ages_behind_slow_link(paced: bool) -> Vec<u64> {
-    let relay = Arc::new(Relay::new());
-    let config = Arc::new(Config::default());
-    let shutdown = CancellationToken::new();
+    let sim = Sim::new(Config::default());
     let start = Instant::now();
 
     // The reader: requests over a plain pipe, answers over the slow link.
     let (up_client, up_server) = tokio::io::duplex(64 * 1024);
     let (down_client, down_server) = tokio::io::duplex(1 << 20);
     let link = SlowLink::new(40, 64 * 1024, paced, down_server);
-    tokio::spawn(session::run(
-        StreamSource::new(up_server),
-        StreamSink::new(link),
-        relay.clone(),
-        config.clone(),
-        shutdown.clone(),
-    ));
+    sim.serve(StreamSource::new(up_server), StreamSink::new(link));
     let mut reader = Raw::over(tokio::io::join(down_client, up_client));
     reader.hello("reader", "", false).await.expect("welcome");
 
     for i in 0..20u32 {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (read, write) = tokio::io::split(server);
-        tokio::spawn(session::run(
-            StreamSource::new(read),
-            StreamSink::new(write),
-            relay.clone(),
-            config.clone(),
-            shutdown.clone(),
-        ));
-        let mut sender = Raw::over(client);
-        sender
-            .hello(&format!("s{i}"), "", false)
-            .await
-            .expect("welcome");
+        let mut sender = sim.join(&format!("s{i}"), false).await;
         tokio::spawn(async move {
             // Spread the senders over the 60 Hz period.
             tokio::time::sleep(Duration::from_micros(u64::from(i) * 16_666 / 20)).await;
@@ -180,7 +157,7 @@ async fn ages_behind_slow_link(paced: bool) -> Vec<u64> {
             None => panic!("the reader was disconnected"),
         }
     }
-    shutdown.cancel();
+    sim.shutdown.cancel();
     ages.sort_unstable();
     ages
 }

@@ -2,16 +2,21 @@
 //! over reading (so tests can stall it).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use relais_protocol::{
     ClientFrame, FrameDecoder, Hello, RefuseReason, ServerFrame, Welcome, MAX_FRAME_LEN, VERSION,
 };
-use relais_server::{Config, Server};
+use relais_server::session::{self, FrameSink, FrameSource};
+use relais_server::tcp::{StreamSink, StreamSource};
+use relais_server::{Config, Relay, Server};
+use tokio::io::DuplexStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Upper bound on any single wait in a test: a guard against hangs, never a
 /// way to wait for something to happen.
@@ -216,4 +221,51 @@ pub fn seq_payload(seq: u32, size: usize) -> Bytes {
 
 pub fn seq_of(payload: &[u8]) -> u32 {
     u32::from_be_bytes(payload[..4].try_into().unwrap())
+}
+
+/// Sessions served over in-memory pipes, without a listener.
+pub struct Sim {
+    pub relay: Arc<Relay>,
+    pub config: Arc<Config>,
+    pub shutdown: CancellationToken,
+}
+
+impl Sim {
+    pub fn new(config: Config) -> Self {
+        Self {
+            relay: Arc::new(Relay::new()),
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Runs a server session over `source` and `sink`.
+    pub fn serve<S, W>(&self, source: S, sink: W) -> JoinHandle<()>
+    where
+        S: FrameSource + 'static,
+        W: FrameSink + 'static,
+    {
+        tokio::spawn(session::run(
+            source,
+            sink,
+            self.relay.clone(),
+            self.config.clone(),
+            self.shutdown.clone(),
+        ))
+    }
+
+    /// A new connection: the client's end, and the server session's task.
+    pub fn connect(&self) -> (Raw<DuplexStream>, JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (read, write) = tokio::io::split(server);
+        let task = self.serve(StreamSource::new(read), StreamSink::new(write));
+        (Raw::over(client), task)
+    }
+
+    /// A new connection that has joined the default room as `name`.
+    pub async fn join(&self, name: &str, echo: bool) -> Raw<DuplexStream> {
+        let (mut c, _) = self.connect();
+        c.hello(name, "", echo).await.expect("welcome");
+        c
+    }
 }
