@@ -18,6 +18,7 @@ fn hello(name: &str, room: &str) -> Bytes {
         name: name.into(),
         room: room.into(),
         echo: true,
+        token: None,
     })
     .to_bytes()
 }
@@ -165,6 +166,7 @@ fn main() {
                 name: "a".into(),
                 room: String::new(),
                 echo: false,
+                token: None,
             })
             .to_bytes()]),
         ),

@@ -18,6 +18,20 @@ pub enum RefuseReason {
     ServerFull,
     /// The room holds its maximum number of members.
     RoomFull,
+    /// The server requires a join token and the `HELLO` carried none.
+    TokenRequired,
+    /// The join token is malformed, or its signature or algorithm is wrong.
+    TokenInvalid,
+    /// The join token has expired.
+    TokenExpired,
+    /// The join token does not allow this name or this room.
+    NotAllowed,
+    /// The server is at its memory budget and takes no new work for now.
+    Overloaded,
+    /// Too many connections, or handshakes in progress, from this address.
+    TooManyConnections,
+    /// Too many joins from this address in the last seconds.
+    TooManyJoins,
     /// A code this version of the library does not know.
     Unknown(u8),
 }
@@ -32,6 +46,13 @@ impl RefuseReason {
             Self::UnsupportedVersion => 4,
             Self::ServerFull => 5,
             Self::RoomFull => 6,
+            Self::TokenRequired => 7,
+            Self::TokenInvalid => 8,
+            Self::TokenExpired => 9,
+            Self::NotAllowed => 10,
+            Self::Overloaded => 11,
+            Self::TooManyConnections => 12,
+            Self::TooManyJoins => 13,
             Self::Unknown(c) => c,
         }
     }
@@ -45,6 +66,13 @@ impl RefuseReason {
             4 => Self::UnsupportedVersion,
             5 => Self::ServerFull,
             6 => Self::RoomFull,
+            7 => Self::TokenRequired,
+            8 => Self::TokenInvalid,
+            9 => Self::TokenExpired,
+            10 => Self::NotAllowed,
+            11 => Self::Overloaded,
+            12 => Self::TooManyConnections,
+            13 => Self::TooManyJoins,
             c => Self::Unknown(c),
         }
     }
@@ -59,6 +87,13 @@ impl fmt::Display for RefuseReason {
             Self::UnsupportedVersion => f.write_str("unsupported protocol version"),
             Self::ServerFull => f.write_str("server full"),
             Self::RoomFull => f.write_str("room full"),
+            Self::TokenRequired => f.write_str("token required"),
+            Self::TokenInvalid => f.write_str("invalid token"),
+            Self::TokenExpired => f.write_str("token expired"),
+            Self::NotAllowed => f.write_str("not allowed by token"),
+            Self::Overloaded => f.write_str("server overloaded"),
+            Self::TooManyConnections => f.write_str("too many connections from this address"),
+            Self::TooManyJoins => f.write_str("too many joins from this address"),
             Self::Unknown(c) => write!(f, "refused (code {c})"),
         }
     }
@@ -85,6 +120,8 @@ pub enum CloseReason {
     ProtocolError,
     /// The connection failed or was closed without a goodbye.
     ConnectionLost,
+    /// A read-only member (its join token says so) sent a message.
+    ReadOnly,
     /// A code this version of the library does not know.
     Unknown(u8),
 }
@@ -100,6 +137,7 @@ impl CloseReason {
             Self::RateLimit => 4,
             Self::ProtocolError => 5,
             Self::ConnectionLost => 6,
+            Self::ReadOnly => 7,
             Self::Unknown(c) => c,
         }
     }
@@ -114,6 +152,7 @@ impl CloseReason {
             4 => Self::RateLimit,
             5 => Self::ProtocolError,
             6 => Self::ConnectionLost,
+            7 => Self::ReadOnly,
             c => Self::Unknown(c),
         }
     }
@@ -129,6 +168,7 @@ impl fmt::Display for CloseReason {
             Self::RateLimit => f.write_str("rate limit"),
             Self::ProtocolError => f.write_str("protocol error"),
             Self::ConnectionLost => f.write_str("connection lost"),
+            Self::ReadOnly => f.write_str("read only"),
             Self::Unknown(c) => write!(f, "closed (code {c})"),
         }
     }

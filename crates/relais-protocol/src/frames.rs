@@ -8,7 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{CloseReason, RefuseReason, LENGTH_PREFIX_LEN, MAX_PAYLOAD};
+use crate::{CloseReason, RefuseReason, LENGTH_PREFIX_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN};
 
 /// Frame type bytes. Client-to-server types are `0x01..=0x0f`,
 /// server-to-client types `0x81..=0x8f`, types both sides send `0x10..=0x1f`.
@@ -41,6 +41,9 @@ pub mod kind {
 
 /// `HELLO` flag: deliver the client's own messages back to it (the echo).
 pub const FLAG_ECHO: u8 = 0x01;
+/// `HELLO` flag: a join token follows the room (a `u16` length and that
+/// many bytes of ASCII, at most [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN)).
+pub const FLAG_TOKEN: u8 = 0x02;
 /// `ROOM_LIST` flag: more `ROOM_LIST` frames follow this one.
 pub const FLAG_MORE: u8 = 0x01;
 
@@ -75,6 +78,9 @@ pub enum DecodeError {
     /// A payload is larger than [`MAX_PAYLOAD`].
     #[error("payload of {0} bytes exceeds the maximum of {MAX_PAYLOAD}")]
     PayloadTooLarge(usize),
+    /// A join token is longer than [`MAX_TOKEN_LEN`].
+    #[error("token of {0} bytes exceeds the maximum of {MAX_TOKEN_LEN}")]
+    TokenTooLong(usize),
 }
 
 /// The handshake a client sends first.
@@ -88,6 +94,8 @@ pub struct Hello {
     pub room: String,
     /// Whether the client receives its own messages.
     pub echo: bool,
+    /// A signed join token, for servers that require one (`FLAG_TOKEN`).
+    pub token: Option<String>,
 }
 
 /// The server's answer to an accepted handshake.
@@ -194,9 +202,17 @@ impl ClientFrame {
             Self::Hello(h) => {
                 b.put_u8(kind::HELLO);
                 b.put_u16(h.version);
-                b.put_u8(if h.echo { FLAG_ECHO } else { 0 });
+                let echo = if h.echo { FLAG_ECHO } else { 0 };
+                let token = if h.token.is_some() { FLAG_TOKEN } else { 0 };
+                b.put_u8(echo | token);
                 put_short_str(b, &h.name);
                 put_short_str(b, &h.room);
+                if let Some(t) = &h.token {
+                    // A longer token is sent whole; the server refuses it.
+                    let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
+                    b.put_u16(t.len() as u16);
+                    b.put_slice(t);
+                }
             }
             Self::Data(_) => unreachable!("handled above"),
             Self::ListRooms => b.put_u8(kind::LIST_ROOMS),
@@ -222,11 +238,17 @@ impl ClientFrame {
                 let flags = r.u8("flags")?;
                 let name = r.short_str("name")?;
                 let room = r.short_str("room")?;
+                let token = if flags & FLAG_TOKEN != 0 {
+                    Some(r.token()?)
+                } else {
+                    None
+                };
                 Self::Hello(Hello {
                     version,
                     name,
                     room,
                     echo: flags & FLAG_ECHO != 0,
+                    token,
                 })
             }
             kind::DATA => Self::Data(r.payload()?),
@@ -454,6 +476,22 @@ impl Fields {
         utf8(raw, field)
     }
 
+    /// A `u16`-length token of at most [`MAX_TOKEN_LEN`] ASCII bytes.
+    fn token(&mut self) -> Result<String, DecodeError> {
+        let len = self.u16("token")? as usize;
+        if len > MAX_TOKEN_LEN {
+            return Err(DecodeError::TokenTooLong(len));
+        }
+        if self.buf.len() < len {
+            return Err(self.truncated("token"));
+        }
+        let raw = self.buf.split_to(len);
+        if !raw.is_ascii() {
+            return Err(DecodeError::InvalidUtf8 { field: "token" });
+        }
+        utf8(raw, "token")
+    }
+
     fn rest_str(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = std::mem::take(&mut self.buf);
         utf8(raw, field)
@@ -502,10 +540,52 @@ mod tests {
             name: "al".into(),
             room: "r".into(),
             echo: true,
+            token: None,
         });
         assert_eq!(
             &f.to_bytes()[..],
             b"\x00\x00\x00\x09\x01\x00\x01\x01\x02al\x01r"
+        );
+        let f = ClientFrame::Hello(Hello {
+            version: 1,
+            name: "al".into(),
+            room: "r".into(),
+            echo: false,
+            token: Some("t.k".into()),
+        });
+        let bytes = f.to_bytes();
+        assert_eq!(
+            &bytes[..],
+            b"\x00\x00\x00\x0e\x01\x00\x01\x02\x02al\x01r\x00\x03t.k"
+        );
+        assert_eq!(ClientFrame::decode(body(bytes)), Ok(f));
+    }
+
+    #[test]
+    fn token_limits_are_typed_errors() {
+        let hello = |len: usize, fill: u8| {
+            let mut b = BytesMut::from(&b"\x01\x00\x01\x02\x01a\x00"[..]);
+            b.put_u16(len as u16);
+            b.put_slice(&vec![fill; len]);
+            b.freeze()
+        };
+        assert!(ClientFrame::decode(hello(MAX_TOKEN_LEN, b'x')).is_ok());
+        assert_eq!(
+            ClientFrame::decode(hello(MAX_TOKEN_LEN + 1, b'x')),
+            Err(DecodeError::TokenTooLong(MAX_TOKEN_LEN + 1))
+        );
+        assert_eq!(
+            ClientFrame::decode(hello(3, 0xc3)),
+            Err(DecodeError::InvalidUtf8 { field: "token" })
+        );
+        let mut cut = BytesMut::from(&hello(10, b'x')[..]);
+        cut.truncate(cut.len() - 1);
+        assert_eq!(
+            ClientFrame::decode(cut.freeze()),
+            Err(DecodeError::Truncated {
+                kind: kind::HELLO,
+                field: "token"
+            })
         );
     }
 
@@ -615,6 +695,7 @@ mod tests {
             name: max_name.clone(),
             room: max_name.clone(),
             echo: true,
+            token: Some("t".repeat(crate::MAX_TOKEN_LEN)),
         });
         assert_eq!(
             hello.to_bytes().len(),

@@ -21,7 +21,10 @@ pub mod names;
 
 pub use codec::{FrameDecoder, FrameError};
 pub use codes::{CloseReason, RefuseReason};
-pub use frames::{encode_message, ClientFrame, DecodeError, Hello, RoomInfo, ServerFrame, Welcome};
+pub use frames::{
+    encode_message, ClientFrame, DecodeError, Hello, RoomInfo, ServerFrame, Welcome, FLAG_ECHO,
+    FLAG_TOKEN,
+};
 pub use names::{validate_name, validate_room, NameError};
 
 /// The protocol version this crate speaks. Sent in `HELLO` and `WELCOME`.
@@ -38,11 +41,16 @@ pub const MAX_NAME_LEN: usize = 64;
 /// for the headers of the largest frame that carries one (`MESSAGE`).
 pub const MAX_FRAME_LEN: usize = MAX_PAYLOAD + 256;
 
+/// Longest join token a `HELLO` may carry, in bytes (ASCII: a JWT in compact
+/// form). Ample for an RS256 token signed with a 4096-bit key.
+pub const MAX_TOKEN_LEN: usize = 2048;
+
 /// Largest frame body accepted before the handshake completes: a `HELLO` with
-/// maximal name and room. A server uses this as the decoder limit until it
-/// has answered the handshake, so an unauthenticated peer can make it buffer
-/// at most this many bytes.
-pub const MAX_HELLO_LEN: usize = 1 + 2 + 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN;
+/// maximal name, room and token. A server uses this as the decoder limit
+/// until it has answered the handshake, so an unauthenticated peer can make
+/// it buffer at most this many bytes.
+pub const MAX_HELLO_LEN: usize =
+    1 + 2 + 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN + 2 + MAX_TOKEN_LEN;
 
 /// Most members one room may hold. It is what lets a `WELCOME` carry the whole
 /// member list in one frame: 1,000 names of at most 65 encoded bytes each fit

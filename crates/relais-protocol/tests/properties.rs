@@ -23,14 +23,18 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             any::<u16>(),
             name(),
             prop_oneof![Just(String::new()), name()],
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of("[ -~]{0,300}")
         )
-            .prop_map(|(version, name, room, echo)| ClientFrame::Hello(Hello {
-                version,
-                name,
-                room,
-                echo
-            })),
+            .prop_map(
+                |(version, name, room, echo, token)| ClientFrame::Hello(Hello {
+                    version,
+                    name,
+                    room,
+                    echo,
+                    token
+                })
+            ),
         payload().prop_map(ClientFrame::Data),
         Just(ClientFrame::ListRooms),
         Just(ClientFrame::Ping),

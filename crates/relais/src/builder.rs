@@ -230,6 +230,7 @@ impl ClientBuilder {
             name: self.name.clone(),
             room: self.room.clone(),
             echo: self.echo,
+            token: None,
         };
         let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
 

@@ -68,6 +68,7 @@ impl Adapter for RelaisAdapter {
             name: format!("c{index}"),
             room: room.to_owned(),
             echo: true,
+            token: None,
         });
         stream.write_all(&hello.to_bytes()).await?;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);

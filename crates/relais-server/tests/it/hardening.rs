@@ -46,6 +46,7 @@ async fn idle_and_trickling_handshakes_are_closed_in_time() {
                 name: format!("slow{i}"),
                 room: String::new(),
                 echo: true,
+                token: None,
             })
             .to_bytes();
             for byte in hello.iter() {

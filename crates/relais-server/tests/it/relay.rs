@@ -101,6 +101,7 @@ async fn a_client_cannot_speak_as_someone_else() {
             name: "alice".into(),
             room: String::new(),
             echo: true,
+            token: None,
         }))
         .await;
     assert_eq!(
@@ -385,6 +386,7 @@ async fn bad_input_gets_a_typed_goodbye() {
         name: "v".into(),
         room: String::new(),
         echo: true,
+        token: None,
     }))
     .await;
     assert!(matches!(

@@ -145,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             name: name.into(),
             room: room.into(),
             echo,
+            token: None,
         }))
         .await;
         match self.next().await {

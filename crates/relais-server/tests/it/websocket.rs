@@ -66,6 +66,7 @@ impl Ws {
             name: name.into(),
             room: room.into(),
             echo: true,
+            token: None,
         }))
         .await;
         match self.next().await {
@@ -271,6 +272,7 @@ async fn websocket_clients_count_against_the_connection_limit() {
         name: "late".into(),
         room: "r".into(),
         echo: false,
+        token: None,
     }))
     .await;
     match web.next().await {
@@ -390,6 +392,7 @@ async fn ws_vs_tcp_deliveries_per_second() {
                 name: name.clone(),
                 room: "bench".into(),
                 echo: true,
+                token: None,
             });
             if transport == "tcp" {
                 let stream = TcpStream::connect(s.addr).await.unwrap();
