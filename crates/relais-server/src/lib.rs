@@ -49,15 +49,36 @@ use tracing::{debug, info, warn, Instrument};
 pub use config::Config;
 pub use relay::Relay;
 
+/// What every session of one server shares: the relay, the limits, the
+/// shutdown signal.
+#[derive(Debug)]
+pub struct ServerContext {
+    /// The rooms and their members.
+    pub relay: Relay,
+    /// The limits in force.
+    pub config: Config,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl ServerContext {
+    /// A context for a server with the given limits.
+    pub fn new(config: Config) -> Self {
+        Self {
+            relay: Relay::new(),
+            config,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
 /// A relais server: one relay, any number of listeners, one shutdown.
 ///
 /// Cloning gives another handle on the same server.
 #[derive(Debug, Clone)]
 pub struct Server {
-    relay: Arc<Relay>,
-    config: Arc<Config>,
+    ctx: Arc<ServerContext>,
     connections: Arc<Semaphore>,
-    shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -65,27 +86,25 @@ impl Server {
     /// A server with the given limits, serving nothing yet.
     pub fn new(config: Config) -> Self {
         Self {
-            relay: Arc::new(Relay::new()),
             connections: Arc::new(Semaphore::new(config.max_connections)),
-            config: Arc::new(config),
-            shutdown: CancellationToken::new(),
+            ctx: Arc::new(ServerContext::new(config)),
             tasks: TaskTracker::new(),
         }
     }
 
     /// The relay core, for inspection (room and member counts).
-    pub fn relay(&self) -> &Arc<Relay> {
-        &self.relay
+    pub fn relay(&self) -> &Relay {
+        &self.ctx.relay
     }
 
     /// The limits in force.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.ctx.config
     }
 
     /// How many connections are open (handshaking or registered).
     pub fn connection_count(&self) -> usize {
-        self.config.max_connections - self.connections.available_permits()
+        self.ctx.config.max_connections - self.connections.available_permits()
     }
 
     /// Accepts TCP clients on `listener` until `stop` completes (or
@@ -103,7 +122,7 @@ impl Server {
     /// Starts the graceful shutdown and waits until every connection has
     /// ended (bounded by the grace period plus the linger time).
     pub async fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.ctx.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -116,18 +135,14 @@ impl Server {
         while let Some((stream, peer)) = self.next_connection(&listener).await {
             let (source, sink) = tcp::split(stream);
             let permit = self.connections.clone().try_acquire_owned();
-            let (relay, config, shutdown) = (
-                self.relay.clone(),
-                self.config.clone(),
-                self.shutdown.clone(),
-            );
+            let ctx = self.ctx.clone();
             self.tasks.spawn(async move {
                 match permit {
-                    Ok(_permit) => session::run(source, sink, relay, config, shutdown).await,
+                    Ok(_permit) => session::run(source, sink, ctx).await,
                     Err(_) => {
                         debug!(%peer, "server full");
                         let reason = RefuseReason::ServerFull;
-                        session::refuse_connection(source, sink, reason, &config, &shutdown).await
+                        session::refuse_connection(source, sink, reason, &ctx).await
                     }
                 }
             });
@@ -145,14 +160,9 @@ impl Server {
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
             let permit = self.connections.clone().try_acquire_owned().ok();
-            let (relay, config, shutdown) = (
-                self.relay.clone(),
-                self.config.clone(),
-                self.shutdown.clone(),
-            );
             let span = tracing::info_span!("ws", %peer);
             self.tasks.spawn(
-                ws::serve_connection(stream, peer, permit, relay, config, shutdown, pages)
+                ws::serve_connection(stream, peer, permit, self.ctx.clone(), pages)
                     .instrument(span),
             );
         }
@@ -169,11 +179,11 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
-                () = self.shutdown.cancelled() => return None,
+                () = self.ctx.shutdown.cancelled() => return None,
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    tcp::tune(&stream, &self.config);
+                    tcp::tune(&stream, &self.ctx.config);
                     return Some((stream, peer));
                 }
                 Err(e) if is_per_connection(&e) => {
@@ -183,7 +193,7 @@ impl Server {
                     warn!(error = %e, ?backoff, "accept failed; pausing");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        () = self.shutdown.cancelled() => return None,
+                        () = self.ctx.shutdown.cancelled() => return None,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }

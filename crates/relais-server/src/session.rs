@@ -20,7 +20,6 @@ use relais_protocol::{
     RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
 };
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
 use crate::batching::Batching;
@@ -28,7 +27,7 @@ use crate::outbox::{Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
 use crate::relay::{Membership, Relay};
-use crate::Config;
+use crate::{Config, ServerContext};
 
 /// Frame bodies from a client, whatever the transport.
 pub trait FrameSource: Send {
@@ -83,11 +82,9 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 pub async fn run<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
-    relay: Arc<Relay>,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
+    ctx: Arc<ServerContext>,
 ) {
-    serve(&mut source, &mut sink, relay, config, shutdown).await;
+    serve(&mut source, &mut sink, &ctx).await;
     linger(&mut source).await;
 }
 
@@ -97,9 +94,9 @@ pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
     reason: RefuseReason,
-    config: &Config,
-    shutdown: &CancellationToken,
+    ctx: &ServerContext,
 ) {
+    let (config, shutdown) = (&ctx.config, &ctx.shutdown);
     let refuse = async {
         if let Ok(Ok(Some(_))) =
             tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
@@ -122,13 +119,8 @@ async fn linger<S: FrameSource>(source: &mut S) {
     .await;
 }
 
-async fn serve<S: FrameSource, W: FrameSink>(
-    source: &mut S,
-    sink: &mut W,
-    relay: Arc<Relay>,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
-) {
+async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: &ServerContext) {
+    let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     let first = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
         () = shutdown.cancelled() => return,
@@ -144,7 +136,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
             let is_hello = body.first() == Some(&kind::HELLO);
             match ClientFrame::decode(body) {
                 Ok(ClientFrame::Hello(hello)) => Ok(hello),
-                Ok(ClientFrame::ListRooms) => Err(room_list(&relay)),
+                Ok(ClientFrame::ListRooms) => Err(room_list(relay)),
                 Ok(other) => Err(vec![protocol_error(&format!(
                     "expected HELLO, got {other:?}"
                 ))]),
@@ -169,7 +161,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes));
-    let membership = match admit(&relay, &hello, outbox.clone()) {
+    let membership = match admit(relay, &hello, outbox.clone()) {
         Ok(m) => m,
         Err((reason, text)) => {
             debug!(name = %hello.name, %reason, "refused");
@@ -179,7 +171,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
     };
     let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
-    relay_member(source, sink, relay, config, shutdown, membership, outbox)
+    relay_member(source, sink, ctx, membership, outbox)
         .instrument(span)
         .await;
 }
@@ -188,20 +180,19 @@ async fn serve<S: FrameSource, W: FrameSink>(
 async fn relay_member<S: FrameSource, W: FrameSink>(
     source: &mut S,
     sink: &mut W,
-    relay: Arc<Relay>,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
+    ctx: &ServerContext,
     membership: Membership,
     outbox: Arc<Outbox>,
 ) {
+    let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     info!("joined");
-    let writer = write_loop(&outbox, sink, &config);
+    let writer = write_loop(&outbox, sink, config);
     tokio::pin!(writer);
     let reason = tokio::select! {
         // Reader first: when the client's goodbye and the reset that follows
         // it are seen in one poll, the reason is the goodbye.
         biased;
-        reason = read_loop(source, &relay, &membership, &outbox, &config) => reason,
+        reason = read_loop(source, relay, &membership, &outbox, config) => reason,
         reason = &mut writer => reason,
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };

@@ -52,13 +52,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::relay::Relay;
 use crate::session::{self, FrameSink, FrameSource, ReadError};
 use crate::web::{self, Request};
-use crate::Config;
+use crate::ServerContext;
 
 /// What the WebSocket listener answers to a plain (non-upgrade) HTTP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,11 +93,10 @@ pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
-    relay: Arc<Relay>,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
+    ctx: Arc<ServerContext>,
     pages: HttpPages,
 ) {
+    let (config, shutdown) = (&ctx.config, &ctx.shutdown);
     let request = tokio::select! {
         r = web::read_request(&mut stream, config.handshake_timeout) => r,
         () = shutdown.cancelled() => return,
@@ -132,11 +129,10 @@ pub(crate) async fn serve_connection(
     let (source, sink) = split(stream, leftover).await;
     debug!(%peer, "websocket connected");
     match permit {
-        Some(_permit) => session::run(source, sink, relay, config, shutdown).await,
+        Some(_permit) => session::run(source, sink, ctx).await,
         None => {
             debug!(%peer, "server full");
-            session::refuse_connection(source, sink, RefuseReason::ServerFull, &config, &shutdown)
-                .await
+            session::refuse_connection(source, sink, RefuseReason::ServerFull, &ctx).await
         }
     }
 }

@@ -11,12 +11,11 @@ use relais_protocol::{
 };
 use relais_server::session::{self, FrameSink, FrameSource};
 use relais_server::tcp::{StreamSink, StreamSource};
-use relais_server::{Config, Relay, Server};
+use relais_server::{Config, Server, ServerContext};
 use tokio::io::DuplexStream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 /// Upper bound on any single wait in a test: a guard against hangs, never a
 /// way to wait for something to happen.
@@ -226,17 +225,20 @@ pub fn seq_of(payload: &[u8]) -> u32 {
 
 /// Sessions served over in-memory pipes, without a listener.
 pub struct Sim {
-    pub relay: Arc<Relay>,
-    pub config: Arc<Config>,
-    pub shutdown: CancellationToken,
+    pub ctx: Arc<ServerContext>,
+}
+
+impl std::ops::Deref for Sim {
+    type Target = ServerContext;
+    fn deref(&self) -> &ServerContext {
+        &self.ctx
+    }
 }
 
 impl Sim {
     pub fn new(config: Config) -> Self {
         Self {
-            relay: Arc::new(Relay::new()),
-            config: Arc::new(config),
-            shutdown: CancellationToken::new(),
+            ctx: Arc::new(ServerContext::new(config)),
         }
     }
 
@@ -246,13 +248,7 @@ impl Sim {
         S: FrameSource + 'static,
         W: FrameSink + 'static,
     {
-        tokio::spawn(session::run(
-            source,
-            sink,
-            self.relay.clone(),
-            self.config.clone(),
-            self.shutdown.clone(),
-        ))
+        tokio::spawn(session::run(source, sink, self.ctx.clone()))
     }
 
     /// A new connection: the client's end, and the server session's task.
