@@ -48,8 +48,9 @@ pub struct Config {
     pub max_message_rate: u32,
     /// Messages a client may send at once above the rate (the bucket size).
     pub message_burst: u32,
-    /// A client that sends more than `flood_factor` × `max_message_rate`
-    /// messages a second for `flood_seconds` seconds in a row is dropped with
+    /// A client that sends more than `flood_factor` × `max_message_rate` ×
+    /// `flood_seconds` messages within any `flood_seconds` (a sliding window,
+    /// so bursts with pauses between them count in full) is dropped with
     /// reason "rate limit".
     pub flood_factor: u32,
     /// See `flood_factor`.

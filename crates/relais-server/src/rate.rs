@@ -54,42 +54,55 @@ impl TokenBucket {
     }
 }
 
-/// Counts messages per one-second window; a client over `limit` messages in
-/// `windows` consecutive windows is flooding.
+/// Counts messages over a sliding window of `window` (in slots of
+/// [`FloodDetector::SLOT`]): a client that sends more than `limit` messages
+/// within any such window is flooding, however it spreads them (steadily, or
+/// in bursts with pauses between them).
 #[derive(Debug, Clone)]
 pub struct FloodDetector {
     limit: u64,
-    windows: u32,
-    window_start: Instant,
-    count: u64,
-    strikes: u32,
+    /// Messages per slot, oldest first; `slots[head]` is the current slot.
+    slots: Box<[u64]>,
+    head: usize,
+    /// When the current slot started.
+    slot_start: Instant,
+    /// Sum of `slots`.
+    total: u64,
 }
 
 impl FloodDetector {
-    /// A detector allowing `limit` messages a second, `windows` seconds in a row.
-    pub fn new(limit: u64, windows: u32, now: Instant) -> Self {
+    /// Resolution of the sliding window.
+    pub const SLOT: Duration = Duration::from_millis(100);
+
+    /// A detector allowing at most `limit` messages within any `window`.
+    pub fn new(limit: u64, window: Duration, now: Instant) -> Self {
+        let n = (window.as_millis() / Self::SLOT.as_millis()).max(1) as usize;
         Self {
             limit,
-            windows: windows.max(1),
-            window_start: now,
-            count: 0,
-            strikes: 0,
+            slots: vec![0; n].into_boxed_slice(),
+            head: 0,
+            slot_start: now,
+            total: 0,
         }
     }
 
     /// Records one message; returns true once the client counts as flooding.
     pub fn record(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            let over = self.count > self.limit;
-            // A window or more without messages clears the record.
-            let idle = elapsed >= Duration::from_secs(2);
-            self.strikes = if over && !idle { self.strikes + 1 } else { 0 };
-            self.window_start = now;
-            self.count = 0;
+        let elapsed = now.saturating_duration_since(self.slot_start);
+        if elapsed >= Self::SLOT {
+            let steps = (elapsed.as_nanos() / Self::SLOT.as_nanos()) as u64;
+            // Slots that slid out of the window are forgotten (all of them
+            // after a pause as long as the window).
+            for _ in 0..steps.min(self.slots.len() as u64) {
+                self.head = (self.head + 1) % self.slots.len();
+                self.total -= self.slots[self.head];
+                self.slots[self.head] = 0;
+            }
+            self.slot_start += Self::SLOT * steps as u32;
         }
-        self.count += 1;
-        self.strikes >= self.windows
+        self.slots[self.head] += 1;
+        self.total += 1;
+        self.total > self.limit
     }
 }
 
@@ -120,27 +133,41 @@ mod tests {
     }
 
     #[test]
-    fn flooding_is_detected_only_when_it_persists() {
+    fn flooding_is_more_than_the_limit_within_any_window() {
         let t0 = Instant::now();
-        let mut f = FloodDetector::new(100, 3, t0);
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        // 200 messages a second for 3 full windows: flagged when the third
-        // window closes.
-        let mut flagged_at = None;
-        for i in 0..800u64 {
-            if f.record(ms(i * 5)) && flagged_at.is_none() {
-                flagged_at = Some(i * 5);
+        // 2,400 messages within 5 s at most: 200 a second for 12 s never
+        // trips, 4,800 a second does at message 2,401.
+        let mut f = FloodDetector::new(2400, Duration::from_secs(5), t0);
+        assert!((0..2400u64).all(|i| !f.record(ms(i * 5))));
+        let mut f = FloodDetector::new(2400, Duration::from_secs(5), t0);
+        let first = (0..10_000u64).position(|i| f.record(t0 + Duration::from_micros(i * 208)));
+        assert_eq!(first, Some(2400));
+        // Exactly at the limit, steadily, forever: never.
+        let mut f = FloodDetector::new(2400, Duration::from_secs(5), t0);
+        assert!((0..100_000u64).all(|i| !f.record(t0 + Duration::from_micros(i * 2084))));
+    }
+
+    #[test]
+    fn bursts_with_pauses_are_flooding_too() {
+        let t0 = Instant::now();
+        let mut f = FloodDetector::new(2400, Duration::from_secs(5), t0);
+        // 1,000 at once, then 400 ms of silence, again and again: 2,000 a
+        // second on average, so it trips within the third burst.
+        let mut flagged = None;
+        'bursts: for burst in 0..10u64 {
+            for _ in 0..1000 {
+                if f.record(t0 + Duration::from_millis(burst * 500)) {
+                    flagged = Some(burst);
+                    break 'bursts;
+                }
             }
         }
-        assert_eq!(flagged_at, Some(3000));
-
-        // Bursty but not persistent: one heavy second, then normal seconds.
-        let mut f = FloodDetector::new(100, 3, t0);
-        for i in 0..200u64 {
-            assert!(!f.record(ms(i * 5)));
-        }
-        for i in 0..300u64 {
-            assert!(!f.record(ms(1000 + i * 20)));
-        }
+        assert_eq!(flagged, Some(2));
+        // A burst the size of the limit after a window of silence is fine.
+        let later = t0 + Duration::from_secs(60);
+        let mut f = FloodDetector::new(2400, Duration::from_secs(5), t0);
+        assert!((0..2400).all(|_| !f.record(later)));
+        assert!(f.record(later));
     }
 }

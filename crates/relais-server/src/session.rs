@@ -247,8 +247,10 @@ async fn read_loop<S: FrameSource>(
     let now = Instant::now();
     let mut bucket = TokenBucket::new(config.max_message_rate, config.message_burst, now);
     let mut flood = FloodDetector::new(
-        u64::from(config.max_message_rate) * u64::from(config.flood_factor),
-        config.flood_seconds,
+        u64::from(config.max_message_rate)
+            * u64::from(config.flood_factor)
+            * u64::from(config.flood_seconds.max(1)),
+        Duration::from_secs(config.flood_seconds.max(1).into()),
         now,
     );
     // The newest message sent over the rate, relayed when a token frees up.

@@ -157,11 +157,13 @@ async fn a_flooder_is_conflated_then_dropped_and_nobody_notices() {
         }
     };
     let sent = flood.await.unwrap();
-    let seconds = sim.config.flood_seconds;
+    // Dropped once it has sent more than factor × rate × seconds within the
+    // window: at ten times the rate, after factor × seconds / 10 seconds.
+    let c = &sim.config;
+    let expected = Duration::from_secs((c.flood_factor * c.flood_seconds).into()) / 10;
     assert!(
-        dropped_after >= Duration::from_secs(seconds.into())
-            && dropped_after <= Duration::from_secs((seconds + 2).into()),
-        "dropped after {dropped_after:?}"
+        dropped_after >= expected && dropped_after <= expected + Duration::from_millis(500),
+        "dropped after {dropped_after:?}, expected {expected:?}"
     );
     // Excess conflated: at most the burst plus the rate was relayed.
     let allowed = sim.config.message_burst + rate * (dropped_after.as_secs() as u32 + 1);
@@ -209,4 +211,44 @@ async fn a_client_over_the_rate_is_conflated_and_its_newest_update_arrives() {
         seqs.len()
     );
     assert_eq!(sim.relay.member_count(), 2, "not dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flooder_in_bursts_with_pauses_is_dropped() {
+    let sim = Sim::new(Config::default());
+    let mut watcher = sim.join("watcher", false).await;
+    let mut flooder = sim.join("flooder", false).await;
+    // 1,000 messages at once, then a pause, over and over: never five
+    // seconds in a row over the rate, but 2,000 a second on average.
+    let flood = tokio::spawn(async move {
+        let mut sent = 0u32;
+        'bursts: for _ in 0..20 {
+            for _ in 0..1000 {
+                if !flooder.try_data(seq_payload(sent, 16)).await {
+                    break 'bursts;
+                }
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        sent
+    });
+    let start = Instant::now();
+    let dropped_after = loop {
+        match until(&mut watcher, |_| true).await {
+            ServerFrame::Left(name, reason) => {
+                assert_eq!((name.as_str(), reason), ("flooder", CloseReason::RateLimit));
+                break start.elapsed();
+            }
+            ServerFrame::Message { .. } | ServerFrame::Joined(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    // Before the sliding window, this pattern was never dropped.
+    assert!(
+        dropped_after < Duration::from_secs(2),
+        "after {dropped_after:?}"
+    );
+    let sent = flood.await.unwrap();
+    assert!(sent < 20_000, "the flooder was cut off ({sent} sent)");
 }
