@@ -18,7 +18,9 @@ start_server() {
     case $system in
         relais)
             "${SERVER_PREFIX[@]}" "$RELAIS" serve --listen "$addr:$port" \
-                --ws-listen "127.0.0.1:$ws_port" >"$LOGS/relais.log" 2>&1 &
+                --ws-listen "127.0.0.1:$ws_port" \
+                --max-connections-per-ip 0 --max-joins-per-ip 0 \
+                >"$LOGS/relais.log" 2>&1 &
             ;;
         nats)
             "${SERVER_PREFIX[@]}" nats-server -a "$addr" -p "$port" >"$LOGS/nats.log" 2>&1 &

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use relais_server::budget::MemoryBudget;
 use relais_server::outbox::Outbox;
 use relais_server::Relay;
 
@@ -23,9 +24,10 @@ fn bench_fanout(c: &mut Criterion) {
     });
 
     // 100 members in one room, echo on, each with its own outbox.
-    let relay = Relay::new();
+    let budget = Arc::new(MemoryBudget::new(usize::MAX));
+    let relay = Relay::with_budget(budget.clone());
     let outboxes: Vec<Arc<Outbox>> = (0..RECIPIENTS)
-        .map(|_| Arc::new(Outbox::new(8 * 1024 * 1024)))
+        .map(|_| Arc::new(Outbox::new(8 * 1024 * 1024, budget.clone())))
         .collect();
     let members: Vec<_> = outboxes
         .iter()
@@ -40,6 +42,7 @@ fn bench_fanout(c: &mut Criterion) {
     // Drop the WELCOME/JOINED events the joins queued.
     for o in &outboxes {
         o.drain(&mut drained);
+        o.written();
     }
     drained.clear();
 
@@ -47,9 +50,12 @@ fn bench_fanout(c: &mut Criterion) {
     group.bench_function("publish_to_100_and_drain", |b| {
         b.iter(|| {
             // encode_message + one push per recipient, under the room lock.
-            relay.publish(&members[0], black_box(&PAYLOAD));
+            relay
+                .publish(&members[0], black_box(&PAYLOAD))
+                .expect("no budget");
             for o in &outboxes {
                 o.drain(&mut drained);
+                o.written();
             }
             black_box(drained.len());
             drained.clear();
@@ -65,6 +71,7 @@ fn bench_fanout(c: &mut Criterion) {
             }
             for o in &outboxes {
                 o.drain(&mut drained);
+                o.written();
             }
             black_box(drained.len());
             drained.clear();

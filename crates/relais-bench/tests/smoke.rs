@@ -14,7 +14,12 @@ use tokio::sync::oneshot;
 async fn serve() -> (String, impl std::future::Future<Output = ()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let server = Server::new(Config::default());
+    // Every client comes from 127.0.0.1: no per-address limits.
+    let server = Server::new(Config {
+        max_connections_per_ip: 0,
+        max_joins_per_ip: 0,
+        ..Config::default()
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         server

@@ -56,6 +56,19 @@ pub struct ServeArgs {
     /// Messages a client may send at once above the rate [default: 120].
     #[arg(long)]
     pub message_burst: Option<u32>,
+    /// Most connections open at once from one address (IPv4 address or
+    /// IPv6 /64); 0 for no limit [default: 64].
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Joins a second one address may make (bucket of `join_burst_per_ip`
+    /// in the file); 0 for no limit [default: 10].
+    #[arg(long)]
+    pub max_joins_per_ip: Option<u32>,
+    /// Most bytes of buffers the whole server may hold; new connections and
+    /// joins are refused "server overloaded" past 7/8 of it
+    /// [default: 536870912, 512 MiB].
+    #[arg(long)]
+    pub max_memory_bytes: Option<usize>,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -77,6 +90,11 @@ pub struct FileSettings {
     flush_interval: Option<f64>,
     flood_factor: Option<u32>,
     flood_seconds: Option<u32>,
+    max_connections_per_ip: Option<usize>,
+    max_handshakes_per_ip: Option<usize>,
+    max_joins_per_ip: Option<u32>,
+    join_burst_per_ip: Option<u32>,
+    max_memory_bytes: Option<usize>,
 }
 
 impl FileSettings {
@@ -167,6 +185,25 @@ impl Settings {
                 "flood_seconds",
                 file.flood_seconds.unwrap_or(d.flood_seconds),
             )?,
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            max_handshakes_per_ip: file
+                .max_handshakes_per_ip
+                .unwrap_or(d.max_handshakes_per_ip),
+            max_joins_per_ip: args
+                .max_joins_per_ip
+                .or(file.max_joins_per_ip)
+                .unwrap_or(d.max_joins_per_ip),
+            join_burst_per_ip: positive(
+                "join_burst_per_ip",
+                file.join_burst_per_ip.unwrap_or(d.join_burst_per_ip),
+            )?,
+            max_memory_bytes: args
+                .max_memory_bytes
+                .or(file.max_memory_bytes)
+                .unwrap_or(d.max_memory_bytes),
         };
         // One largest frame must fit, or every recipient of one would be
         // dropped as a slow consumer.
@@ -178,6 +215,13 @@ impl Settings {
         anyhow::ensure!(
             config.max_connections >= 1,
             "max-connections must be at least 1"
+        );
+        // Room for one connection and one largest frame to a handful of
+        // recipients, or nothing could ever be relayed.
+        let min_memory = 1024 * 1024;
+        anyhow::ensure!(
+            config.max_memory_bytes >= min_memory,
+            "max-memory-bytes must be at least {min_memory} (1 MiB)"
         );
         anyhow::ensure!(
             config.flush_interval <= Duration::from_secs(1),
@@ -247,6 +291,8 @@ mod tests {
             "max_pending_bytes = 1000\n",
             "max_connections = 0\n",
             "flush_interval = 5.0\n",
+            "max_memory_bytes = 1048575\n",
+            "join_burst_per_ip = 0\n",
         ] {
             let file: FileSettings = toml::from_str(bad).unwrap();
             assert!(

@@ -164,6 +164,11 @@ fn connections_past_the_open_file_limit_are_refused() {
             "127.0.0.1:0",
             "--ws-listen",
             "127.0.0.1:0",
+            // Every client here comes from 127.0.0.1.
+            "--max-connections-per-ip",
+            "0",
+            "--max-joins-per-ip",
+            "0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -55,6 +55,22 @@ pub struct Config {
     pub flood_factor: u32,
     /// See `flood_factor`.
     pub flood_seconds: u32,
+    /// Most connections open at once from one address (an IPv4 address or
+    /// an IPv6 /64); past it, "too many connections". 0: no limit.
+    pub max_connections_per_ip: usize,
+    /// Most connections from one address that have not finished their
+    /// handshake (TLS, HTTP upgrade, `HELLO`); past it, "too many
+    /// connections". 0: no limit.
+    pub max_handshakes_per_ip: usize,
+    /// Joins a second one address may make (a token bucket of
+    /// `join_burst_per_ip`); past it, "too many joins". 0: no limit.
+    pub max_joins_per_ip: u32,
+    /// See `max_joins_per_ip`.
+    pub join_burst_per_ip: u32,
+    /// Most bytes of buffers the whole server may hold (see
+    /// [`crate::budget`]): past 7/8 of it, new connections and joins are
+    /// refused "server overloaded"; at it, relayed messages wait.
+    pub max_memory_bytes: usize,
 }
 
 impl Default for Config {
@@ -72,6 +88,11 @@ impl Default for Config {
             message_burst: 120,
             flood_factor: 4,
             flood_seconds: 5,
+            max_connections_per_ip: 64,
+            max_handshakes_per_ip: 16,
+            max_joins_per_ip: 10,
+            join_burst_per_ip: 30,
+            max_memory_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -22,10 +22,12 @@
 //! ```
 
 pub mod batching;
+pub mod budget;
 pub mod config;
 pub mod fdlimit;
 pub mod outbox;
 pub mod pacing;
+pub mod per_ip;
 pub mod rate;
 pub mod relay;
 pub mod session;
@@ -36,21 +38,24 @@ pub mod ws;
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use relais_protocol::RefuseReason;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use budget::{Charge, MemoryBudget};
 pub use config::Config;
+use per_ip::{IpGuard, PerIp};
 pub use relay::Relay;
 
 /// What every session of one server shares: the relay, the limits, the
-/// shutdown signal.
+/// shutdown signal, and the counts limits are checked against.
 #[derive(Debug)]
 pub struct ServerContext {
     /// The rooms and their members.
@@ -59,16 +64,99 @@ pub struct ServerContext {
     pub config: Config,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// The server-wide memory budget.
+    pub budget: Arc<MemoryBudget>,
+    /// Per-address connection, handshake and join counts.
+    pub per_ip: Arc<PerIp>,
+    connections: Arc<Semaphore>,
+    /// Refused connections being answered; past [`MAX_REFUSING`] a refused
+    /// connection is closed without an answer.
+    refusing: Arc<Semaphore>,
+}
+
+/// Most refused connections answered at once (each for at most
+/// [`session::REFUSE_LINGER`]); past it a refused connection is closed at
+/// once, unanswered.
+pub const MAX_REFUSING: usize = 256;
+
+/// A connection the server took: its share of every limit, given back when
+/// it is dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: Option<OwnedSemaphorePermit>,
+    ip: Option<IpGuard>,
+    _memory: Charge,
+}
+
+impl Admission {
+    /// The handshake is over: it no longer counts as one in progress.
+    pub fn handshake_done(&mut self) {
+        if let Some(ip) = &mut self.ip {
+            ip.handshake_done();
+        }
+    }
+
+    /// Takes one join from the address's join rate.
+    pub fn try_join(&self) -> Result<(), RefuseReason> {
+        self.ip.as_ref().map_or(Ok(()), IpGuard::try_join)
+    }
+}
+
+/// A connection the server refuses: a permit to answer it, if answering is
+/// within [`MAX_REFUSING`].
+#[derive(Debug)]
+pub struct Refusal {
+    /// Why.
+    pub reason: RefuseReason,
+    /// Held while the refusal is answered; `None`: close without answering.
+    pub answer: Option<OwnedSemaphorePermit>,
 }
 
 impl ServerContext {
     /// A context for a server with the given limits.
     pub fn new(config: Config) -> Self {
+        let budget = Arc::new(MemoryBudget::new(config.max_memory_bytes));
         Self {
-            relay: Relay::new(),
+            relay: Relay::with_budget(budget.clone()),
+            budget,
+            per_ip: Arc::new(PerIp::new(&config)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             config,
             shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Admits a new connection from `peer` (`None`: not a network peer, as
+    /// in tests over in-memory pipes) that holds `cost` bytes of buffers,
+    /// or says why not: the server is full, the address has too many
+    /// connections or handshakes, or the memory budget is spent.
+    pub fn admit(&self, peer: Option<IpAddr>, cost: usize) -> Result<Admission, Refusal> {
+        let refuse = |reason| Refusal {
+            reason,
+            answer: self.refusing.clone().try_acquire_owned().ok(),
+        };
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| refuse(RefuseReason::ServerFull))?;
+        let ip = match peer {
+            Some(ip) => Some(self.per_ip.connect(ip).map_err(refuse)?),
+            None => None,
+        };
+        let memory =
+            Charge::admit(&self.budget, cost).ok_or_else(|| refuse(RefuseReason::Overloaded))?;
+        Ok(Admission {
+            _permit: Some(permit),
+            ip,
+            _memory: memory,
+        })
+    }
+
+    /// How many connections are open (handshaking or registered).
+    pub fn connection_count(&self) -> usize {
+        self.config.max_connections - self.connections.available_permits()
     }
 }
 
@@ -78,7 +166,6 @@ impl ServerContext {
 #[derive(Debug, Clone)]
 pub struct Server {
     ctx: Arc<ServerContext>,
-    connections: Arc<Semaphore>,
     tasks: TaskTracker,
 }
 
@@ -86,7 +173,6 @@ impl Server {
     /// A server with the given limits, serving nothing yet.
     pub fn new(config: Config) -> Self {
         Self {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
             ctx: Arc::new(ServerContext::new(config)),
             tasks: TaskTracker::new(),
         }
@@ -104,7 +190,12 @@ impl Server {
 
     /// How many connections are open (handshaking or registered).
     pub fn connection_count(&self) -> usize {
-        self.ctx.config.max_connections - self.connections.available_permits()
+        self.ctx.connection_count()
+    }
+
+    /// What every session shares (limits, counts, the memory budget).
+    pub fn context(&self) -> &Arc<ServerContext> {
+        &self.ctx
     }
 
     /// Accepts TCP clients on `listener` until `stop` completes (or
@@ -133,16 +224,15 @@ impl Server {
             info!(%addr, "listening (tcp)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
+            let admission = self.ctx.admit(Some(peer.ip()), budget::TCP_CONNECTION_COST);
             let (source, sink) = tcp::split(stream);
-            let permit = self.connections.clone().try_acquire_owned();
             let ctx = self.ctx.clone();
             self.tasks.spawn(async move {
-                match permit {
-                    Ok(_permit) => session::run(source, sink, ctx).await,
-                    Err(_) => {
-                        debug!(%peer, "server full");
-                        let reason = RefuseReason::ServerFull;
-                        session::refuse_connection(source, sink, reason, &ctx).await
+                match admission {
+                    Ok(admission) => session::run(source, sink, ctx, admission).await,
+                    Err(refusal) => {
+                        debug!(%peer, reason = %refusal.reason, "refused");
+                        session::refuse_connection(source, sink, refusal, &ctx).await
                     }
                 }
             });
@@ -159,10 +249,14 @@ impl Server {
             info!(%addr, ?pages, "listening (websocket)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let permit = self.connections.clone().try_acquire_owned().ok();
+            let cost = budget::TCP_CONNECTION_COST + budget::WS_CONNECTION_COST;
+            let admission = self.ctx.admit(Some(peer.ip()), cost);
+            if let Err(Refusal { answer: None, .. }) = admission {
+                continue; // Too many refusals being answered: close at once.
+            }
             let span = tracing::info_span!("ws", %peer);
             self.tasks.spawn(
-                ws::serve_connection(stream, peer, permit, self.ctx.clone(), pages)
+                ws::serve_connection(stream, peer, admission, self.ctx.clone(), pages)
                     .instrument(span),
             );
         }

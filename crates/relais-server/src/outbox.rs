@@ -10,18 +10,33 @@
 //!
 //! The writer takes everything that is waiting in one go ([`Outbox::drain`])
 //! and writes it as one batch.
+//!
+//! **Memory.** Every waiting frame is charged to the server's
+//! [`MemoryBudget`] and to the recipient's `max_pending_bytes` from the
+//! moment it is queued until the batch it went out in has been written
+//! ([`Outbox::written`]). Relayed messages are charged by the relay before
+//! fan-out ([`Outbox::push_reserved`]); control frames unconditionally.
+//!
+//! **Late-joiner snapshot.** A joiner's snapshot is not copied in: the
+//! outbox keeps the *ids* of the members whose latest message it still
+//! owes ([`Outbox::owe_snapshot`]), and the writer pulls them from the room a
+//! chunk at a time as the connection takes them. A live message from such a
+//! member settles its debt (the live one is newer).
 
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use relais_protocol::CloseReason;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::Notify;
+
+use crate::budget::MemoryBudget;
 
 /// What one waiting frame costs besides its bytes (its handle in the queue).
 /// Counted against `max_pending_bytes`, so many tiny frames cannot exceed the
 /// memory cap either.
-const ENTRY_COST: usize = std::mem::size_of::<Bytes>();
+pub const ENTRY_COST: usize = std::mem::size_of::<Bytes>();
 
 /// Slot key for the recipient's own `PONG`: at most one waits, however many
 /// `PING`s it sends. Member ids count up from 0 and never reach it.
@@ -34,6 +49,7 @@ pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     max_pending_bytes: usize,
+    budget: Arc<MemoryBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -42,36 +58,52 @@ struct State {
     frames: Vec<Bytes>,
     /// Sender member id → index in `frames` of its waiting message.
     slots: FxHashMap<u64, usize>,
-    /// Total bytes in `frames`.
+    /// Bytes charged for `frames` (each frame plus [`ENTRY_COST`]).
     bytes: usize,
+    /// Bytes charged for frames drained but not yet [`Outbox::written`].
+    in_flight: usize,
+    /// Members whose latest message the joiner is still owed, in order.
+    snapshot: VecDeque<u64>,
+    /// The same ids, for settling a debt when a live message comes.
+    owed: FxHashSet<u64>,
     /// Set once the recipient must be closed, with the reason.
     closed: Option<CloseReason>,
 }
 
 impl Outbox {
-    /// An empty outbox. If more than `max_pending_bytes` bytes wait at once,
-    /// the recipient is closed as a slow consumer.
-    pub fn new(max_pending_bytes: usize) -> Self {
+    /// An empty outbox charging `budget`. If more than `max_pending_bytes`
+    /// bytes wait or are being written at once, the recipient is closed as
+    /// a slow consumer.
+    pub fn new(max_pending_bytes: usize, budget: Arc<MemoryBudget>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             max_pending_bytes,
+            budget,
         }
     }
 
-    /// Queues a relayed message from member `sender`, replacing that sender's
-    /// waiting message if there is one.
-    pub fn push_message(&self, sender: u64, frame: Bytes) {
+    /// Queues a relayed message from member `sender`, replacing that
+    /// sender's waiting message if there is one. `frame.len() + ENTRY_COST`
+    /// bytes must already be charged to the budget for it (the relay does so
+    /// for a whole fan-out at once); they now belong to this outbox.
+    pub fn push_reserved(&self, sender: u64, frame: Bytes) {
+        let cost = frame.len() + ENTRY_COST;
         let mut st = self.lock();
         if st.closed.is_some() {
-            return;
+            drop(st);
+            return self.budget.release(cost);
+        }
+        if !st.owed.is_empty() {
+            st.owed.remove(&sender);
         }
         let was_empty = st.frames.is_empty();
-        st.bytes += frame.len() + ENTRY_COST;
+        st.bytes += cost;
         match st.slots.get(&sender).copied() {
             Some(i) => {
                 let old = std::mem::replace(&mut st.frames[i], frame);
                 st.bytes -= old.len() + ENTRY_COST;
+                self.budget.release(old.len() + ENTRY_COST);
             }
             None => {
                 let i = st.frames.len();
@@ -82,20 +114,65 @@ impl Outbox {
         self.after_push(st, was_empty);
     }
 
-    /// Queues a frame that is never conflated (presence, keepalive, welcome).
+    /// Queues a relayed message from member `sender` (charging it
+    /// unconditionally; the relay's fan-out uses
+    /// [`push_reserved`](Self::push_reserved)).
+    pub fn push_message(&self, sender: u64, frame: Bytes) {
+        self.budget.force(frame.len() + ENTRY_COST);
+        self.push_reserved(sender, frame);
+    }
+
+    /// Queues a frame that is never conflated (presence, keepalive, welcome),
+    /// charging it unconditionally.
     pub fn push_event(&self, frame: Bytes) {
+        let cost = frame.len() + ENTRY_COST;
         let mut st = self.lock();
         if st.closed.is_some() {
             return;
         }
+        self.budget.force(cost);
         let was_empty = st.frames.is_empty();
-        st.bytes += frame.len() + ENTRY_COST;
+        st.bytes += cost;
         st.frames.push(frame);
         self.after_push(st, was_empty);
     }
 
+    /// Records that the recipient is owed the latest message of each of
+    /// `members` (the late-joiner snapshot), to be pulled by its writer.
+    pub fn owe_snapshot(&self, members: impl IntoIterator<Item = u64>) {
+        let mut st = self.lock();
+        for id in members {
+            if st.owed.insert(id) {
+                st.snapshot.push_back(id);
+            }
+        }
+        let wake = !st.snapshot.is_empty();
+        drop(st);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether some of the snapshot is still owed.
+    pub fn owes_snapshot(&self) -> bool {
+        !self.lock().owed.is_empty()
+    }
+
+    /// The next member whose latest message is owed, settling that debt.
+    /// Call under the room's lock, so that no live message from that member
+    /// can come in between.
+    pub fn next_owed(&self) -> Option<u64> {
+        let mut st = self.lock();
+        while let Some(id) = st.snapshot.pop_front() {
+            if st.owed.remove(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
     fn after_push(&self, mut st: std::sync::MutexGuard<'_, State>, was_empty: bool) {
-        if st.bytes > self.max_pending_bytes {
+        if st.bytes + st.in_flight > self.max_pending_bytes {
             st.closed = Some(CloseReason::SlowConsumer);
             drop(st);
             self.wake.notify_one();
@@ -117,13 +194,26 @@ impl Outbox {
     }
 
     /// Moves every waiting frame into `into` (oldest first) and returns the
-    /// close reason if the outbox was closed.
+    /// close reason if the outbox was closed. The frames stay charged until
+    /// [`written`](Self::written).
     pub fn drain(&self, into: &mut Vec<Bytes>) -> Option<CloseReason> {
         let mut st = self.lock();
         into.append(&mut st.frames);
         st.slots.clear();
-        st.bytes = 0;
+        st.in_flight += std::mem::take(&mut st.bytes);
         st.closed
+    }
+
+    /// Everything drained so far has been written: its charge is released.
+    pub fn written(&self) {
+        let done = std::mem::take(&mut self.lock().in_flight);
+        self.budget.release(done);
+    }
+
+    /// Bytes charged to this outbox (waiting and being written).
+    pub fn charged(&self) -> usize {
+        let st = self.lock();
+        st.bytes + st.in_flight
     }
 
     /// Why the outbox was closed, if it was.
@@ -145,19 +235,63 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget.release(st.bytes + st.in_flight);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn budget() -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget::new(1 << 30))
+    }
+
+    /// Drains and writes.
     fn drained(o: &Outbox) -> (Vec<Bytes>, Option<CloseReason>) {
         let mut v = Vec::new();
         let closed = o.drain(&mut v);
+        o.written();
         (v, closed)
     }
 
     #[test]
+    fn frames_stay_charged_until_written_and_the_budget_balances() {
+        let b = budget();
+        let o = Outbox::new(2 * (4 + ENTRY_COST), b.clone());
+        o.push_event(Bytes::from_static(b"1234"));
+        o.push_message(1, Bytes::from_static(b"abcd"));
+        o.push_message(1, Bytes::from_static(b"efgh")); // replaces
+        assert_eq!(b.used(), 2 * (4 + ENTRY_COST));
+        let mut batch = Vec::new();
+        o.drain(&mut batch);
+        // Being written still counts against the recipient's cap.
+        assert_eq!(o.charged(), 2 * (4 + ENTRY_COST));
+        o.push_event(Bytes::from_static(b"x"));
+        assert_eq!(o.close_reason(), Some(CloseReason::SlowConsumer));
+        o.written();
+        drop(o);
+        assert_eq!(b.used(), 0, "everything given back");
+    }
+
+    #[test]
+    fn a_live_message_settles_the_snapshot_debt() {
+        let o = Outbox::new(1 << 20, budget());
+        o.owe_snapshot([1, 2, 3]);
+        assert!(o.owes_snapshot());
+        o.push_message(2, Bytes::from_static(b"live"));
+        assert_eq!(o.next_owed(), Some(1));
+        assert_eq!(o.next_owed(), Some(3));
+        assert_eq!(o.next_owed(), None);
+        assert!(!o.owes_snapshot());
+    }
+
+    #[test]
     fn newest_message_of_a_sender_replaces_the_waiting_one_in_place() {
-        let o = Outbox::new(1 << 20);
+        let o = Outbox::new(1 << 20, budget());
         o.push_message(1, Bytes::from_static(b"a1"));
         o.push_message(2, Bytes::from_static(b"b1"));
         o.push_event(Bytes::from_static(b"left b"));
@@ -173,7 +307,7 @@ mod tests {
 
     #[test]
     fn too_many_pending_bytes_close_as_slow_consumer() {
-        let o = Outbox::new(4 + ENTRY_COST);
+        let o = Outbox::new(4 + ENTRY_COST, budget());
         o.push_event(Bytes::from_static(b"1234"));
         assert_eq!(drained(&o).1, None);
         o.push_event(Bytes::from_static(b"1234"));
@@ -188,7 +322,7 @@ mod tests {
 
     #[test]
     fn replacing_keeps_the_byte_count_right() {
-        let o = Outbox::new(6 + ENTRY_COST);
+        let o = Outbox::new(6 + ENTRY_COST, budget());
         for _ in 0..100 {
             o.push_message(7, Bytes::from_static(b"12345"));
         }
@@ -198,7 +332,7 @@ mod tests {
 
     #[test]
     fn first_close_reason_wins() {
-        let o = Outbox::new(64);
+        let o = Outbox::new(64, budget());
         o.close(CloseReason::ServerShutdown);
         o.close(CloseReason::Timeout);
         assert_eq!(drained(&o).1, Some(CloseReason::ServerShutdown));
@@ -206,7 +340,7 @@ mod tests {
 
     #[tokio::test]
     async fn wait_returns_for_a_push_made_before_waiting() {
-        let o = Outbox::new(64);
+        let o = Outbox::new(64, budget());
         o.push_event(Bytes::from_static(b"x"));
         o.wait().await;
         assert_eq!(drained(&o).0.len(), 1);

@@ -47,6 +47,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has saved up its whole burst by `now`.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// When the next token will be available (rounded up to the nanosecond).
     pub fn next_token_at(&self) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);

@@ -20,14 +20,27 @@ use relais_protocol::{
     MAX_ROOM_MEMBERS, VERSION,
 };
 
-use crate::outbox::Outbox;
+use crate::budget::MemoryBudget;
+use crate::outbox::{Outbox, ENTRY_COST};
 
 /// All rooms of one server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Relay {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     next_id: AtomicU64,
+    budget: Arc<MemoryBudget>,
 }
+
+impl Default for Relay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The memory budget is spent: a message cannot be relayed now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("server memory budget spent")]
+pub struct Overloaded;
 
 #[derive(Debug)]
 struct Room {
@@ -54,7 +67,17 @@ pub struct Membership {
     name: Arc<str>,
 }
 
+/// A room, held by a member's writer to pull its snapshot from
+/// ([`Relay::fill_snapshot`]); it outlives the membership harmlessly.
+#[derive(Debug, Clone)]
+pub struct RoomHandle(Arc<Room>);
+
 impl Membership {
+    /// The member's room, for [`Relay::fill_snapshot`].
+    pub fn room_handle(&self) -> RoomHandle {
+        RoomHandle(self.room.clone())
+    }
+
     /// The member's registered name.
     pub fn name(&self) -> &str {
         &self.name
@@ -67,14 +90,25 @@ impl Membership {
 }
 
 impl Relay {
-    /// An empty relay.
+    /// An empty relay with no memory limit (for tests and tools).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_budget(Arc::new(MemoryBudget::new(usize::MAX)))
+    }
+
+    /// An empty relay charging room state (each member's latest message)
+    /// and fan-out to `budget`.
+    pub fn with_budget(budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            rooms: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            budget,
+        }
     }
 
     /// Registers `name` in `room` (created if needed), with `outbox` as its
-    /// way out. On success the outbox already holds the `WELCOME`, then the
-    /// latest message of every other member; every other member's outbox
+    /// way out. On success the outbox already holds the `WELCOME` and owes
+    /// the latest message of every other member (the snapshot, pulled with
+    /// [`fill_snapshot`](Self::fill_snapshot)); every other member's outbox
     /// holds a `JOINED`. Name and room must already be validated.
     pub fn join(
         &self,
@@ -129,11 +163,7 @@ impl Relay {
             })
             .to_bytes(),
         );
-        for m in members.iter() {
-            if let Some(latest) = &m.latest {
-                outbox.push_message(m.id, latest.clone());
-            }
-        }
+        outbox.owe_snapshot(members.iter().filter(|m| m.latest.is_some()).map(|m| m.id));
         members.push(Member {
             id,
             name: name.clone(),
@@ -151,19 +181,59 @@ impl Relay {
 
     /// Relays `payload` from `from` to every member of its room (the sender
     /// too if it asked for the echo), and keeps it as the sender's latest.
-    /// The frame is encoded once; recipients share its bytes.
-    pub fn publish(&self, from: &Membership, payload: &[u8]) {
+    /// The frame is encoded once; recipients share its bytes. Each copy
+    /// waiting in an outbox, and the kept latest, are charged to the memory
+    /// budget first; if it cannot take them all, nothing is relayed.
+    pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
         let mut members = lock(&from.room.members);
-        for m in members.iter_mut() {
-            if m.id == from.id {
-                m.latest = Some(frame.clone());
-                if !m.echo {
-                    continue;
-                }
-            }
-            m.outbox.push_message(from.id, frame.clone());
+        let Some(sender) = members.iter().position(|m| m.id == from.id) else {
+            return Ok(()); // Already gone.
+        };
+        let recipients = members.len() - usize::from(!members[sender].echo);
+        let cost = (frame.len() + ENTRY_COST) * recipients + frame.len();
+        if !self.budget.try_data(cost) {
+            return Err(Overloaded);
         }
+        let old = members[sender].latest.replace(frame.clone());
+        self.budget.release(old.map_or(0, |f| f.len()));
+        for m in members.iter() {
+            if m.id != from.id || m.echo {
+                m.outbox.push_reserved(from.id, frame.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves owed snapshot messages (see [`Outbox::owe_snapshot`]) into the
+    /// member's outbox, at least one and then until about `max_bytes` are
+    /// in, each charged to the memory budget. Returns whether the budget
+    /// stopped it (then try again later). A member that has left is
+    /// skipped: its `LEFT` is already on the way.
+    pub fn fill_snapshot(&self, room: &RoomHandle, outbox: &Outbox, max_bytes: usize) -> bool {
+        let members = lock(&room.0.members);
+        let mut filled = 0;
+        while filled < max_bytes {
+            let Some(id) = outbox.next_owed() else {
+                return false;
+            };
+            // Members are in join order, so in id order.
+            let Some(frame) = members
+                .binary_search_by_key(&id, |m| m.id)
+                .ok()
+                .and_then(|i| members[i].latest.clone())
+            else {
+                continue;
+            };
+            let cost = frame.len() + ENTRY_COST;
+            if !self.budget.try_data(cost) {
+                outbox.owe_snapshot([id]);
+                return true;
+            }
+            outbox.push_reserved(id, frame);
+            filled += cost;
+        }
+        false
     }
 
     /// Removes a member, tells the rest of its room why it left, and removes
@@ -173,7 +243,12 @@ impl Relay {
         let mut rooms = lock(&self.rooms);
         let room = &membership.room;
         let mut members = lock(&room.members);
-        members.retain(|m| m.id != membership.id);
+        if let Some(i) = members.iter().position(|m| m.id == membership.id) {
+            // `remove`, not `swap_remove`: members stay in join order, which
+            // is id order (see `fill_snapshot`).
+            let gone = members.remove(i);
+            self.budget.release(gone.latest.map_or(0, |f| f.len()));
+        }
         if members.is_empty() {
             rooms.remove(&room.name);
             return;
@@ -222,13 +297,14 @@ mod tests {
     use bytes::BytesMut;
     use relais_protocol::FrameDecoder;
 
-    fn outbox() -> Arc<Outbox> {
-        Arc::new(Outbox::new(1 << 20))
+    fn outbox(relay: &Relay) -> Arc<Outbox> {
+        Arc::new(Outbox::new(1 << 20, relay.budget.clone()))
     }
 
     fn frames(o: &Outbox) -> Vec<ServerFrame> {
         let mut raw = Vec::new();
         o.drain(&mut raw);
+        o.written();
         let mut buf = BytesMut::new();
         for f in raw {
             buf.extend_from_slice(&f);
@@ -251,11 +327,12 @@ mod tests {
     #[test]
     fn late_joiner_gets_welcome_then_latest_of_each_member() {
         let relay = Relay::new();
-        let (a, b) = (outbox(), outbox());
+        let (a, b) = (outbox(&relay), outbox(&relay));
         let ma = relay.join("r", "a", true, a.clone()).unwrap();
-        relay.publish(&ma, b"1");
-        relay.publish(&ma, b"2");
-        let _mb = relay.join("r", "b", true, b.clone()).unwrap();
+        relay.publish(&ma, b"1").unwrap();
+        relay.publish(&ma, b"2").unwrap();
+        let mb = relay.join("r", "b", true, b.clone()).unwrap();
+        assert!(!relay.fill_snapshot(&mb.room_handle(), &b, usize::MAX));
         let got = frames(&b);
         assert!(matches!(&got[0], ServerFrame::Welcome(w) if w.members == ["a", "b"]));
         assert_eq!(got[1..], [msg("a", b"2")]);
@@ -268,35 +345,36 @@ mod tests {
     #[test]
     fn names_are_unique_per_room_and_free_after_leave() {
         let relay = Relay::new();
-        let m = relay.join("r", "a", true, outbox()).unwrap();
+        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
         assert_eq!(
-            relay.join("r", "a", true, outbox()).unwrap_err(),
+            relay.join("r", "a", true, outbox(&relay)).unwrap_err(),
             RefuseReason::NameTaken
         );
-        assert!(relay.join("other", "a", true, outbox()).is_ok());
+        assert!(relay.join("other", "a", true, outbox(&relay)).is_ok());
         relay.leave(m, CloseReason::Normal);
-        assert!(relay.join("r", "a", true, outbox()).is_ok());
+        assert!(relay.join("r", "a", true, outbox(&relay)).is_ok());
     }
 
     #[test]
     fn echo_off_skips_the_sender_but_keeps_its_snapshot() {
         let relay = Relay::new();
-        let a = outbox();
+        let a = outbox(&relay);
         let ma = relay.join("r", "a", false, a.clone()).unwrap();
-        relay.publish(&ma, b"x");
+        relay.publish(&ma, b"x").unwrap();
         assert_eq!(frames(&a).len(), 1, "only the welcome");
-        let b = outbox();
-        relay.join("r", "b", true, b.clone()).unwrap();
+        let b = outbox(&relay);
+        let mb = relay.join("r", "b", true, b.clone()).unwrap();
+        relay.fill_snapshot(&mb.room_handle(), &b, usize::MAX);
         assert_eq!(frames(&b)[1..], [msg("a", b"x")]);
     }
 
     #[test]
     fn leave_announces_and_empty_rooms_vanish() {
         let relay = Relay::new();
-        let (a, b) = (outbox(), outbox());
+        let (a, b) = (outbox(&relay), outbox(&relay));
         let ma = relay.join("r", "a", true, a.clone()).unwrap();
         let mb = relay.join("r", "b", true, b.clone()).unwrap();
-        relay.publish(&ma, b"bye");
+        relay.publish(&ma, b"bye").unwrap();
         relay.leave(ma, CloseReason::SlowConsumer);
         assert_eq!(
             frames(&b)[1..],
@@ -314,13 +392,67 @@ mod tests {
     #[test]
     fn refused_join_does_not_leave_an_empty_room_behind() {
         let relay = Relay::new();
-        let m = relay.join("r", "a", true, outbox()).unwrap();
+        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
         relay.leave(m, CloseReason::Normal);
         assert_eq!(relay.room_count(), 0);
-        let m = relay.join("r", "a", true, outbox()).unwrap();
-        assert!(relay.join("r", "a", true, outbox()).is_err());
+        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
+        assert!(relay.join("r", "a", true, outbox(&relay)).is_err());
         relay.leave(m, CloseReason::Normal);
         assert_eq!(relay.room_count(), 0);
         assert!(relay.rooms().is_empty());
+    }
+
+    #[test]
+    fn the_snapshot_is_pulled_in_chunks_and_live_messages_settle_it() {
+        let relay = Relay::new();
+        let members: Vec<_> = (0..10)
+            .map(|i| {
+                relay
+                    .join("r", &format!("m{i}"), true, outbox(&relay))
+                    .unwrap()
+            })
+            .collect();
+        for m in &members {
+            relay.publish(m, &[7; 100]).unwrap();
+        }
+        let j = outbox(&relay);
+        let mj = relay.join("r", "joiner", true, j.clone()).unwrap();
+        assert_eq!(frames(&j).len(), 1, "only the welcome: nothing copied in");
+        // A live message from m3 replaces what the snapshot owed for it.
+        relay.publish(&members[3], b"live").unwrap();
+        let mut got = frames(&j);
+        assert_eq!(got, [msg("m3", b"live")]);
+        // Each pull stops once about 250 bytes are in: 2 frames of ~140.
+        while j.owes_snapshot() {
+            assert!(!relay.fill_snapshot(&mj.room_handle(), &j, 250));
+            let chunk = frames(&j);
+            assert!(chunk.len() <= 2, "{} frames in one chunk", chunk.len());
+            got.extend(chunk);
+        }
+        assert!(frames(&j).is_empty());
+        assert_eq!(got.len(), 10, "each member exactly once");
+        assert!(got.contains(&msg("m3", b"live")));
+    }
+
+    #[test]
+    fn publishing_past_the_budget_relays_nothing_and_state_is_given_back() {
+        let budget = Arc::new(MemoryBudget::new(2_000));
+        let relay = Relay::with_budget(budget.clone());
+        let ob = |b: &Arc<MemoryBudget>| Arc::new(Outbox::new(1 << 20, b.clone()));
+        let (a, b) = (ob(&budget), ob(&budget));
+        let ma = relay.join("r", "a", false, a.clone()).unwrap();
+        let mb = relay.join("r", "b", false, b.clone()).unwrap();
+        let base = budget.used();
+        // One recipient plus the kept latest: 2 × 500-ish bytes fit once.
+        relay.publish(&ma, &[1; 500]).unwrap();
+        assert_eq!(relay.publish(&mb, &[2; 900]), Err(Overloaded));
+        assert_eq!(frames(&b).len(), 2, "welcome and a's message");
+        // Written: only a's kept latest stays charged.
+        assert!(budget.used() - base < 600);
+        relay.publish(&mb, &[2; 600]).unwrap();
+        relay.leave(ma, CloseReason::Normal);
+        relay.leave(mb, CloseReason::Normal);
+        drop((a, b));
+        assert_eq!(budget.used(), 0);
     }
 }

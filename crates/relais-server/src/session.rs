@@ -23,11 +23,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
 use crate::batching::Batching;
+use crate::budget::Charge;
 use crate::outbox::{Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
-use crate::relay::{Membership, Relay};
-use crate::{Config, ServerContext};
+use crate::relay::{Membership, Relay, RoomHandle};
+use crate::{Admission, Config, Refusal, ServerContext};
 
 /// Frame bodies from a client, whatever the transport.
 pub trait FrameSource: Send {
@@ -78,48 +79,69 @@ pub enum ReadError {
 /// flight.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
+/// How long a refused connection is kept for its answer: the `REFUSED`
+/// written at once, then reading what the client still sends (its `HELLO`)
+/// so that closing does not reset the connection under the answer.
+pub const REFUSE_LINGER: Duration = Duration::from_millis(250);
+
+/// Most bytes one session pulls from its late-joiner snapshot at a time.
+pub const SNAPSHOT_CHUNK: usize = 64 * 1024;
+
+/// While the memory budget is spent, a held message is retried this often.
+const OVERLOAD_RETRY: Duration = Duration::from_millis(10);
+
 /// Serves one client until it leaves, fails, or `shutdown` fires.
 pub async fn run<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
     ctx: Arc<ServerContext>,
+    mut admission: Admission,
 ) {
-    serve(&mut source, &mut sink, &ctx).await;
-    linger(&mut source).await;
+    serve(&mut source, &mut sink, &ctx, &mut admission).await;
+    linger(&mut source, LINGER).await;
 }
 
-/// Answers a connection the server cannot take with `reason` (e.g. server
-/// full): reads its handshake, refuses it, closes.
+/// Answers a connection the server does not take: the `REFUSED` frame at
+/// once (the client's `HELLO` is not waited for), then closes within
+/// [`REFUSE_LINGER`]. Without a permit to answer (too many refusals at
+/// once), closes at once.
 pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
-    reason: RefuseReason,
+    refused: Refusal,
     ctx: &ServerContext,
 ) {
-    let (config, shutdown) = (&ctx.config, &ctx.shutdown);
+    let Refusal {
+        reason,
+        answer: Some(_permit),
+    } = refused
+    else {
+        return;
+    };
     let refuse = async {
-        if let Ok(Ok(Some(_))) =
-            tokio::time::timeout(config.handshake_timeout, source.next_frame()).await
-        {
-            let last_words = [refusal(reason, &reason.to_string())];
-            send_final(&mut sink, &last_words, config.write_deadline).await;
-            linger(&mut source).await;
-        }
+        let last_words = [refusal(reason, &reason.to_string())];
+        send_final(&mut sink, &last_words, REFUSE_LINGER).await;
+        linger(&mut source, REFUSE_LINGER).await;
     };
     tokio::select! {
         () = refuse => {}
-        () = shutdown.cancelled() => {}
+        () = ctx.shutdown.cancelled() => {}
     }
 }
 
-async fn linger<S: FrameSource>(source: &mut S) {
-    let _ = tokio::time::timeout(LINGER, async {
+async fn linger<S: FrameSource>(source: &mut S, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async {
         while let Ok(Some(_)) = source.next_frame().await {}
     })
     .await;
 }
 
-async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: &ServerContext) {
+async fn serve<S: FrameSource, W: FrameSink>(
+    source: &mut S,
+    sink: &mut W,
+    ctx: &ServerContext,
+    admission: &mut Admission,
+) {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     let first = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
@@ -155,13 +177,33 @@ async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: 
             }
         }
     };
+    admission.handshake_done();
     let hello = match answer {
         Ok(hello) => hello,
-        Err(last_words) => return send_final(sink, &last_words, config.write_deadline).await,
+        Err(last_words) => {
+            // Room lists can be long: their bytes count like any other.
+            let bytes = last_words.iter().map(Bytes::len).sum();
+            let Some(_charge) = Charge::data(&ctx.budget, bytes) else {
+                let reason = RefuseReason::Overloaded;
+                let last_words = [refusal(reason, &reason.to_string())];
+                return send_final(sink, &last_words, config.write_deadline).await;
+            };
+            return send_final(sink, &last_words, config.write_deadline).await;
+        }
     };
 
-    let outbox = Arc::new(Outbox::new(config.max_pending_bytes));
-    let membership = match admit(relay, &hello, outbox.clone()) {
+    let outbox = Arc::new(Outbox::new(config.max_pending_bytes, ctx.budget.clone()));
+    let admitted = admission.try_join().and_then(|()| {
+        if ctx.budget.try_admit(0) {
+            Ok(())
+        } else {
+            Err(RefuseReason::Overloaded)
+        }
+    });
+    let membership = match admitted
+        .map_err(|reason| (reason, reason.to_string()))
+        .and_then(|()| admit(relay, &hello, outbox.clone()))
+    {
         Ok(m) => m,
         Err((reason, text)) => {
             debug!(name = %hello.name, %reason, "refused");
@@ -186,7 +228,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
 ) {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     info!("joined");
-    let writer = write_loop(&outbox, sink, config);
+    let writer = write_loop(&outbox, sink, config, relay, membership.room_handle());
     tokio::pin!(writer);
     let reason = tokio::select! {
         // Reader first: when the client's goodbye and the reset that follows
@@ -253,8 +295,10 @@ async fn read_loop<S: FrameSource>(
         Duration::from_secs(config.flood_seconds.max(1).into()),
         now,
     );
-    // The newest message sent over the rate, relayed when a token frees up.
+    // The newest message sent over the rate (or while the memory budget is
+    // spent), relayed when a token frees up (and not before `retry_at`).
     let mut held: Option<Bytes> = None;
+    let mut retry_at = now;
     // One keepalive timer for the whole session, not one per frame: a frame
     // only records when it came; the timer, when it fires, checks whether
     // the client has really been silent for a whole interval.
@@ -264,7 +308,7 @@ async fn read_loop<S: FrameSource>(
     loop {
         let next = async {
             match held {
-                Some(_) => tokio::time::sleep_until(bucket.next_token_at()).await,
+                Some(_) => tokio::time::sleep_until(bucket.next_token_at().max(retry_at)).await,
                 None => std::future::pending().await,
             }
         };
@@ -286,9 +330,13 @@ async fn read_loop<S: FrameSource>(
                 continue;
             }
             () = next => {
-                if bucket.try_take(Instant::now()) {
+                let now = Instant::now();
+                if bucket.try_take(now) {
                     if let Some(payload) = held.take() {
-                        relay.publish(membership, &payload);
+                        if relay.publish(membership, &payload).is_err() {
+                            held = Some(payload);
+                            retry_at = now + OVERLOAD_RETRY;
+                        }
                     }
                 }
                 continue;
@@ -315,7 +363,10 @@ async fn read_loop<S: FrameSource>(
                     return CloseReason::RateLimit;
                 }
                 if held.is_none() && bucket.try_take(now) {
-                    relay.publish(membership, &payload);
+                    if relay.publish(membership, &payload).is_err() {
+                        held = Some(payload);
+                        retry_at = now + OVERLOAD_RETRY;
+                    }
                 } else {
                     held = Some(payload);
                 }
@@ -325,7 +376,7 @@ async fn read_loop<S: FrameSource>(
             Ok(ClientFrame::Goodbye(..)) => {
                 // A client's last word is relayed even if it was over the rate.
                 if let Some(payload) = held.take() {
-                    relay.publish(membership, &payload);
+                    let _ = relay.publish(membership, &payload);
                 }
                 return CloseReason::Normal;
             }
@@ -345,7 +396,13 @@ async fn read_loop<S: FrameSource>(
 /// closed (then a goodbye follows) or the socket fails or stalls. Batches
 /// are paced (see [`crate::pacing`]): while the connection holds more than
 /// it drains in a short while, what waits stays in the outbox, conflated.
-async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config) -> CloseReason {
+async fn write_loop<W: FrameSink>(
+    outbox: &Outbox,
+    sink: &mut W,
+    config: &Config,
+    relay: &Relay,
+    room: RoomHandle,
+) -> CloseReason {
     let mut batch = Vec::new();
     let mut batching = Batching::new(config.flush_interval, Instant::now());
     let mut pacer = Pacer::new(config.write_deadline);
@@ -369,6 +426,12 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
                 return CloseReason::SlowConsumer;
             }
         }
+        // The snapshot is pulled a chunk at a time, as the connection
+        // takes it (paced like everything else).
+        let mut snapshot_stalled = false;
+        if outbox.owes_snapshot() {
+            snapshot_stalled = relay.fill_snapshot(&room, outbox, SNAPSHOT_CHUNK);
+        }
         let closed = outbox.drain(&mut batch);
         if closed == Some(CloseReason::SlowConsumer) {
             return CloseReason::SlowConsumer;
@@ -382,6 +445,7 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
                     return CloseReason::ConnectionLost;
                 }
                 Ok(Ok(())) => {
+                    outbox.written();
                     batching.wrote(Instant::now(), batch.len());
                     batch.clear();
                 }
@@ -392,7 +456,13 @@ async fn write_loop<W: FrameSink>(outbox: &Outbox, sink: &mut W, config: &Config
             send_final(sink, &[goodbye(reason, "")], config.write_deadline).await;
             return reason;
         }
-        outbox.wait().await;
+        if outbox.owes_snapshot() && !snapshot_stalled {
+            continue; // The next chunk, once the connection takes it.
+        }
+        tokio::select! {
+            () = outbox.wait() => {}
+            () = tokio::time::sleep(OVERLOAD_RETRY), if snapshot_stalled => {}
+        }
     }
 }
 

@@ -74,12 +74,18 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for StreamSource<R> {
     }
 }
 
+/// Most bytes of small frames a sink copies together into one write. A
+/// batch is written in pieces of at most this (a frame at least this large
+/// is written from its shared bytes, uncopied), so a connection never holds
+/// a private copy of more than this, however large its batch.
+pub const COALESCE_BYTES: usize = 16 * 1024;
+
 /// Frames written to a byte stream.
 #[derive(Debug)]
 pub struct StreamSink<W> {
     write: W,
-    /// Reused between batches: a batch is copied into it and written with one
-    /// `write_all`, which is one system call unless the socket buffer fills.
+    /// Reused between batches: small frames are copied into it and written
+    /// together, one system call per [`COALESCE_BYTES`].
     buf: BytesMut,
 }
 
@@ -120,12 +126,18 @@ impl<W: AsyncWrite + Unpin + Send + SendQueueProbe> FrameSink for StreamSink<W> 
         }
         self.buf.clear();
         for f in frames {
-            self.buf.extend_from_slice(f);
+            if self.buf.len() + f.len() > COALESCE_BYTES && !self.buf.is_empty() {
+                self.write.write_all(&self.buf).await?;
+                self.buf.clear();
+            }
+            if f.len() >= COALESCE_BYTES {
+                self.write.write_all(f).await?;
+            } else {
+                self.buf.extend_from_slice(f);
+            }
         }
-        self.write.write_all(&self.buf).await?;
-        // Don't keep a huge buffer around after a burst.
-        if self.buf.capacity() > 256 * 1024 {
-            self.buf = BytesMut::new();
+        if !self.buf.is_empty() {
+            self.write.write_all(&self.buf).await?;
         }
         Ok(())
     }

@@ -37,15 +37,15 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use relais_protocol::{frames::kind, CloseReason, FrameError, RefuseReason, LENGTH_PREFIX_LEN};
+use relais_protocol::{frames::kind, CloseReason, FrameError, LENGTH_PREFIX_LEN};
 use relais_protocol::{MAX_FRAME_LEN, MAX_HELLO_LEN};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -56,7 +56,7 @@ use tracing::debug;
 
 use crate::session::{self, FrameSink, FrameSource, ReadError};
 use crate::web::{self, Request};
-use crate::ServerContext;
+use crate::{Admission, Refusal, ServerContext};
 
 /// What the WebSocket listener answers to a plain (non-upgrade) HTTP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,18 +87,24 @@ pub fn websocket_config() -> WebSocketConfig {
 
 /// Serves one connection accepted on the WebSocket listener: reads its HTTP
 /// request head, then answers it as plain HTTP or upgrades it and runs a
-/// relais session over it. Without a `permit` (the server is full) an
-/// upgrade is refused with `REFUSED server full`, plain HTTP with a 503.
+/// relais session over it. A refused connection (the server is full, the
+/// address over its limits, the memory budget spent) gets its request head
+/// read within [`REFUSED_HEAD_TIMEOUT`], then an upgrade is refused with a
+/// `REFUSED` frame, plain HTTP with a 503.
 pub(crate) async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    admission: Result<Admission, Refusal>,
     ctx: Arc<ServerContext>,
     pages: HttpPages,
 ) {
     let (config, shutdown) = (&ctx.config, &ctx.shutdown);
+    let head_timeout = match &admission {
+        Ok(_) => config.handshake_timeout,
+        Err(_) => REFUSED_HEAD_TIMEOUT.min(config.handshake_timeout),
+    };
     let request = tokio::select! {
-        r = web::read_request(&mut stream, config.handshake_timeout) => r,
+        r = web::read_request(&mut stream, head_timeout) => r,
         () = shutdown.cancelled() => return,
     };
     let request = match request {
@@ -110,7 +116,7 @@ pub(crate) async fn serve_connection(
     };
     let (key, leftover) = match request {
         Request::Upgrade { key, leftover } => (key, leftover),
-        Request::Plain { .. } if permit.is_none() => {
+        Request::Plain { .. } if admission.is_err() => {
             return web::respond(stream, web::Response::server_full()).await
         }
         Request::Plain { head, path } => {
@@ -128,14 +134,18 @@ pub(crate) async fn serve_connection(
     }
     let (source, sink) = split(stream, leftover).await;
     debug!(%peer, "websocket connected");
-    match permit {
-        Some(_permit) => session::run(source, sink, ctx).await,
-        None => {
-            debug!(%peer, "server full");
-            session::refuse_connection(source, sink, RefuseReason::ServerFull, &ctx).await
+    match admission {
+        Ok(admission) => session::run(source, sink, ctx, admission).await,
+        Err(refusal) => {
+            debug!(%peer, reason = %refusal.reason, "refused");
+            session::refuse_connection(source, sink, refusal, &ctx).await
         }
     }
 }
+
+/// How long a refused WebSocket connection has to send its request head
+/// (it needs the upgrade before it can be told why it is refused).
+pub const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Wraps an upgraded socket (`leftover`: bytes the client sent after its
 /// request head) into the session's frame source and sink.

@@ -26,6 +26,11 @@ pub fn unlimited() -> Config {
     Config {
         max_message_rate: u32::MAX / 16,
         message_burst: u32::MAX / 16,
+        // Every test client comes from 127.0.0.1; the per-address limits
+        // have tests of their own.
+        max_connections_per_ip: 0,
+        max_handshakes_per_ip: 0,
+        max_joins_per_ip: 0,
         ..Config::default()
     }
 }
@@ -37,9 +42,10 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A server with default limits, except the inbound rate limit, which
-    /// is lifted so tests of the relay semantics can send as fast as they
-    /// like (the rate policy has tests of its own).
+    /// A server with default limits, except the inbound rate limit and the
+    /// per-address limits, which are lifted so tests of the relay semantics
+    /// can send as fast and connect as often as they like (those limits
+    /// have tests of their own).
     pub async fn start() -> Self {
         Self::with_config(unlimited()).await
     }
@@ -248,7 +254,8 @@ impl Sim {
         S: FrameSource + 'static,
         W: FrameSink + 'static,
     {
-        tokio::spawn(session::run(source, sink, self.ctx.clone()))
+        let admission = self.ctx.admit(None, 0).expect("admitted");
+        tokio::spawn(session::run(source, sink, self.ctx.clone(), admission))
     }
 
     /// A new connection: the client's end, and the server session's task.
