@@ -3,6 +3,7 @@
 
 mod client_library;
 mod hardening;
+mod limits;
 mod pacing;
 mod relay;
 mod rooms;
