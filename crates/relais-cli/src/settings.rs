@@ -301,4 +301,48 @@ mod tests {
             );
         }
     }
+
+    /// The file keys the binary accepts, read off serde's "unknown field"
+    /// error, which lists them all.
+    fn accepted_keys() -> Vec<String> {
+        let err = toml::from_str::<FileSettings>("no_such_key = 1\n").unwrap_err();
+        let text = err.to_string();
+        let list = text.split("expected one of").nth(1).expect(&text);
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn security_md_lists_exactly_the_file_keys() {
+        let doc = include_str!("../../../SECURITY.md");
+        let section = doc
+            .split("## Settings: flags and file keys")
+            .nth(1)
+            .expect("SECURITY.md has the settings section");
+        let documented: Vec<String> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+        let mut accepted = accepted_keys();
+        let mut sorted = documented.clone();
+        accepted.sort();
+        sorted.sort();
+        assert_eq!(sorted, accepted, "SECURITY.md's table vs the TOML keys");
+        // Every documented flag exists.
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let flag = line.split('|').nth(2).unwrap().trim();
+            if let Some(flag) = flag.strip_prefix("`--") {
+                let flag = flag.trim_end_matches('`');
+                let known = <ServeArgs as clap::Args>::augment_args(clap::Command::new("t"))
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(flag));
+                assert!(known, "--{flag} is documented but not a flag");
+            }
+        }
+    }
 }
