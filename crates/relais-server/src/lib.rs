@@ -11,6 +11,7 @@
 //! - [`tcp`]: the TCP transport.
 //! - [`ws`]: the WebSocket transport (browsers), and [`web`]: the HTTP side
 //!   of its listener (upgrade, demo page).
+//! - [`tls`]: TLS under either transport, and certificate reload.
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
 //!
 //! ```no_run
@@ -31,6 +32,7 @@ pub mod relay;
 pub mod session;
 pub mod tcp;
 pub mod tcp_info;
+pub mod tls;
 pub mod web;
 pub mod ws;
 
@@ -80,6 +82,8 @@ pub struct Server {
     ctx: Arc<ServerContext>,
     connections: Arc<Semaphore>,
     tasks: TaskTracker,
+    /// TLS for both listeners, if set ([`Server::with_tls`]).
+    tls: Option<tls::TlsConfig>,
 }
 
 impl Server {
@@ -89,7 +93,21 @@ impl Server {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             ctx: Arc::new(ServerContext::new(config)),
             tasks: TaskTracker::new(),
+            tls: None,
         }
+    }
+
+    /// Serves both listeners over TLS with `tls`'s certificate (`wss://`
+    /// and `https://` on the WebSocket port). Keep a clone of `tls` to
+    /// [`reload`](tls::TlsConfig::reload) the certificate later.
+    pub fn with_tls(mut self, tls: tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if the listeners speak TLS.
+    pub fn tls(&self) -> Option<&tls::TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The relay core, for inspection (room and member counts).
@@ -133,10 +151,15 @@ impl Server {
             info!(%addr, "listening (tcp)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let (source, sink) = tcp::split(stream);
             let permit = self.connections.clone().try_acquire_owned();
             let ctx = self.ctx.clone();
+            let tls = self.tls.clone();
             self.tasks.spawn(async move {
+                // The TLS handshake, if any, runs here, in the connection's task.
+                let Some((source, sink)) = tls::split_tcp(stream, tls.as_ref(), &ctx, peer).await
+                else {
+                    return;
+                };
                 match permit {
                     Ok(_permit) => session::run(source, sink, ctx).await,
                     Err(_) => {
@@ -162,8 +185,15 @@ impl Server {
             let permit = self.connections.clone().try_acquire_owned().ok();
             let span = tracing::info_span!("ws", %peer);
             self.tasks.spawn(
-                ws::serve_connection(stream, peer, permit, self.ctx.clone(), pages)
-                    .instrument(span),
+                ws::serve_connection(
+                    stream,
+                    peer,
+                    permit,
+                    self.ctx.clone(),
+                    pages,
+                    self.tls.clone(),
+                )
+                .instrument(span),
             );
         }
     }

@@ -116,18 +116,20 @@ impl<T> SendQueueProbe for tokio::io::WriteHalf<T> {
 impl<W: AsyncWrite + Unpin + Send + SendQueueProbe> FrameSink for StreamSink<W> {
     async fn send_batch(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if let [one] = frames {
-            return self.write.write_all(one).await;
+            self.write.write_all(one).await?;
+        } else {
+            self.buf.clear();
+            for f in frames {
+                self.buf.extend_from_slice(f);
+            }
+            self.write.write_all(&self.buf).await?;
+            // Don't keep a huge buffer around after a burst.
+            if self.buf.capacity() > 256 * 1024 {
+                self.buf = BytesMut::new();
+            }
         }
-        self.buf.clear();
-        for f in frames {
-            self.buf.extend_from_slice(f);
-        }
-        self.write.write_all(&self.buf).await?;
-        // Don't keep a huge buffer around after a burst.
-        if self.buf.capacity() > 256 * 1024 {
-            self.buf = BytesMut::new();
-        }
-        Ok(())
+        // A no-op on a socket; TLS may hold encrypted records until flushed.
+        self.write.flush().await
     }
 
     async fn close(&mut self) -> io::Result<()> {

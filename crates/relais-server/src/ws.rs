@@ -24,6 +24,11 @@
 //! [`WebSocketStream::from_partially_read`], handing over any bytes the client
 //! sent after its request head.
 //!
+//! **TLS.** With [`Server::with_tls`](crate::Server::with_tls) the listener
+//! first completes a TLS handshake (in the connection's task, see
+//! [`crate::tls`]); everything above then reads and writes the decrypted
+//! [`ClientStream`]: `wss://` upgrades, `https://` pages.
+//!
 //! **Closing.** After a transport error the WebSocket stream is unusable, but
 //! the session still *lingers* (reads and discards until the peer closes, for
 //! at most a second) so the goodbye and the close frame are not destroyed by
@@ -55,6 +60,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::session::{self, FrameSink, FrameSource, ReadError};
+use crate::tls::{self, ClientStream, TlsConfig};
 use crate::web::{self, Request};
 use crate::ServerContext;
 
@@ -89,13 +95,19 @@ pub fn websocket_config() -> WebSocketConfig {
 /// request head, then answers it as plain HTTP or upgrades it and runs a
 /// relais session over it. Without a `permit` (the server is full) an
 /// upgrade is refused with `REFUSED server full`, plain HTTP with a 503.
+/// With `tls`, all of it runs over TLS, whose handshake comes first.
 pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
     ctx: Arc<ServerContext>,
     pages: HttpPages,
+    tls: Option<TlsConfig>,
 ) {
+    let socket = Arc::new(stream);
+    let Some(mut stream) = tls::accept(tls.as_ref(), socket.clone(), &ctx, peer).await else {
+        return;
+    };
     let (config, shutdown) = (&ctx.config, &ctx.shutdown);
     let request = tokio::select! {
         r = web::read_request(&mut stream, config.handshake_timeout) => r,
@@ -126,7 +138,7 @@ pub(crate) async fn serve_connection(
         debug!(%peer, error = %e, "upgrade failed");
         return;
     }
-    let (source, sink) = split(stream, leftover).await;
+    let (source, sink) = split(stream, socket, leftover).await;
     debug!(%peer, "websocket connected");
     match permit {
         Some(_permit) => session::run(source, sink, ctx).await,
@@ -137,12 +149,16 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// Wraps an upgraded socket (`leftover`: bytes the client sent after its
-/// request head) into the session's frame source and sink.
-pub async fn split(stream: TcpStream, leftover: Vec<u8>) -> (WsSource, WsSink) {
-    let tcp = Arc::new(stream);
+/// Wraps an upgraded stream (`tcp`: the socket under it; `leftover`: bytes
+/// the client sent after its request head) into the session's frame source
+/// and sink.
+pub async fn split(
+    stream: ClientStream,
+    tcp: Arc<TcpStream>,
+    leftover: Vec<u8>,
+) -> (WsSource, WsSink) {
     let ws = WebSocketStream::from_partially_read(
-        SharedTcp(tcp.clone()),
+        stream,
         leftover,
         Role::Server,
         Some(websocket_config()),
@@ -170,7 +186,7 @@ pub async fn split(stream: TcpStream, leftover: Vec<u8>) -> (WsSource, WsSink) {
 /// Frame bodies from a WebSocket, one per binary message.
 #[derive(Debug)]
 pub struct WsSource {
-    messages: SplitStream<WebSocketStream<SharedTcp>>,
+    messages: SplitStream<WebSocketStream<ClientStream>>,
     /// The raw socket, drained directly once the WebSocket layer has failed.
     tcp: Arc<TcpStream>,
     max_frame_len: usize,
@@ -262,7 +278,7 @@ impl FrameSource for WsSource {
 /// Encoded frames to a WebSocket, one binary message each.
 #[derive(Debug)]
 pub struct WsSink {
-    messages: SplitSink<WebSocketStream<SharedTcp>, Message>,
+    messages: SplitSink<WebSocketStream<ClientStream>, Message>,
     /// The raw socket, to end our direction after the close frame.
     tcp: Arc<TcpStream>,
     close_code: Arc<AtomicU16>,
@@ -301,6 +317,8 @@ impl FrameSink for WsSink {
             .await
             .map_err(into_io)?;
         // Like the TCP transport: end our direction, keep reading (linger).
+        // (Under TLS without a close_notify: the close frame already ends
+        // the WebSocket, and is authenticated.)
         socket2::SockRef::from(&*self.tcp).shutdown(Shutdown::Write)
     }
 
@@ -338,11 +356,19 @@ fn into_io(e: WsError) -> io::Error {
     }
 }
 
-/// A TCP socket shared between the WebSocket stream (which reads and writes
-/// through this) and the [`WsSource`] (which drains it directly after a
-/// failure). tokio's readiness API works on `&TcpStream`.
+/// A TCP socket shared between the stream a transport reads and writes
+/// through this (WebSocket, TLS) and the server's direct uses of the socket:
+/// the [`WsSource`]'s drain after a failure, `TCP_INFO` for pacing, the
+/// final shutdown. tokio's readiness API works on `&TcpStream`.
 #[derive(Debug)]
 pub struct SharedTcp(Arc<TcpStream>);
+
+impl SharedTcp {
+    /// A stream over `socket`.
+    pub fn new(socket: Arc<TcpStream>) -> Self {
+        Self(socket)
+    }
+}
 
 impl AsyncRead for SharedTcp {
     fn poll_read(
