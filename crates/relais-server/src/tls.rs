@@ -2,7 +2,7 @@
 //!
 //! **Where it sits.** TLS is a layer of the transport, below the framing:
 //! the accept loops only accept; each connection's own task runs the TLS
-//! handshake ([`accept`]) under [`Config::handshake_timeout`](crate::Config),
+//! handshake under [`Config::handshake_timeout`](crate::Config),
 //! then the TCP transport reads frames from the decrypted stream
 //! ([`split_tcp`]) and the WebSocket transport reads its HTTP request and
 //! WebSocket messages from it (`wss://`, and `https://` for the demo page).
