@@ -5,42 +5,12 @@
 //
 //   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/demo.test.mjs
 //
-// Environment: RELAIS_BIN (default target/debug/relais), CHROMIUM (default
-// /usr/bin/chromium). Writes e2e/screenshot.png.
+// Environment: see support.mjs. Writes e2e/screenshot.png.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..");
-const RELAIS = process.env.RELAIS_BIN ?? join(root, "target/debug/relais");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const PATIENCE = 20_000;
-
-/** Spawns `relais ARGS`; `lines` yields its stdout lines as they come. */
-function relais(args) {
-  const child = spawn(RELAIS, args, { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
-  const seen = [];
-  const waiters = [];
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    seen.push(line);
-    for (const w of waiters.slice()) if (w.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
-  });
-  /** Resolves with the first stdout line (past or future) matching `re`. */
-  const expectLine = (re, what = String(re)) => new Promise((resolve, reject) => {
-    const old = seen.find((l) => re.test(l));
-    if (old) return resolve(old);
-    const timer = setTimeout(() => reject(new Error(`no stdout line matching ${what}; saw:\n${seen.slice(-20).join("\n")}`)), PATIENCE);
-    waiters.push({ test: (l) => re.test(l), resolve: (l) => { clearTimeout(timer); resolve(l); } });
-  });
-  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-  return { child, expectLine, exited, seen };
-}
+import { join } from "node:path";
+import { here, launchChromium, PATIENCE, relais } from "./support.mjs";
 
 /** Waits until `fn(arg)` is truthy in the page; fails with `what`. */
 async function until(page, what, fn, arg) {
@@ -72,16 +42,7 @@ test("two browser pages and a Rust client see each other move", { timeout: 120_0
   const webUrl = (await server.expectLine(/^relais web on http:\/\//)).split(" ").pop();
   const room = `e2e-${process.pid}`;
 
-  // Playwright's launch() gives the browser a fresh temporary profile
-  // (user-data-dir), removed on close.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    ],
-  });
+  const browser = await launchChromium();
   cleanups.push(() => browser.close());
 
   const open = async (name) => {

@@ -8,27 +8,18 @@
 //
 //   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/relais-js.test.mjs
 //
-// Environment: RELAIS_BIN (default target/debug/relais), CHROMIUM (default
-// /usr/bin/chromium).
+// Environment: see support.mjs.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium, PATIENCE, relais, root } from "./support.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, "..");
 // relais.js is an ES module in a folder without package.json: import it as
 // one whatever Node's module detection (Node 18 would take it for CommonJS).
 const { Client } = await import(
   `data:text/javascript,${encodeURIComponent(readFileSync(join(root, "web/relais.js"), "utf8"))}`);
-const RELAIS = process.env.RELAIS_BIN ?? join(root, "target/debug/relais");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const PATIENCE = 20_000;
 
 // ---- 1. The queue policy, without a network ----
 
@@ -105,25 +96,6 @@ test("queue mode (the default) keeps every message and drops the oldest event wh
 });
 
 // ---- 2. In Chromium, against the real server ----
-
-/** Spawns `relais ARGS`; `expectLine` waits for a stdout line. */
-function relais(args) {
-  const child = spawn(RELAIS, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
-  const seen = [];
-  const waiters = [];
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    seen.push(line);
-    for (const w of waiters.slice()) if (w.re.test(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line); }
-  });
-  const expectLine = (re) => new Promise((resolve, reject) => {
-    const old = seen.find((l) => re.test(l));
-    if (old) return resolve(old);
-    const timer = setTimeout(() => reject(new Error(`no stdout line matching ${re}; saw:\n${seen.join("\n")}`)), PATIENCE);
-    waiters.push({ re, resolve: (l) => { clearTimeout(timer); resolve(l); } });
-  });
-  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-  return { child, expectLine, exited };
-}
 
 /**
  * Runs in the page. Nothing sleeps to synchronise: each step waits (bounded)
@@ -222,12 +194,7 @@ test("a latest-mode receiver that pauses gets each sender's newest message and e
     t.after(async () => { for (const cleanup of cleanups.reverse()) await cleanup(); });
     const webUrl = (await server.expectLine(/^relais web on http:\/\//)).split(" ").pop();
 
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-    });
+    const browser = await launchChromium();
     cleanups.push(() => browser.close());
     const page = await browser.newPage();
     page.on("pageerror", (err) => console.error(`page error: ${err.message}`));

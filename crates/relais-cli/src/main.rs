@@ -1,11 +1,13 @@
 //! `relais`: the relay server and its command-line clients.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use relais::{Client, Event, Message};
+use relais::{Client, Event, Message, TlsOptions};
+use relais_server::tls::TlsConfig;
 use settings::{FileSettings, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -47,7 +49,42 @@ enum Command {
         /// The server to ask.
         #[arg(long, default_value = "127.0.0.1:7777")]
         server: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
+}
+
+/// How a client subcommand connects: plaintext unless asked.
+#[derive(Args)]
+struct TlsArgs {
+    /// Connect with TLS, verifying the server's certificate against the
+    /// system's trusted roots (or --ca).
+    #[arg(long)]
+    tls: bool,
+    /// Trust the CA certificates in this PEM file instead of the system's
+    /// (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (implies --tls)
+    /// [default: the host of --server].
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn options(&self) -> Option<TlsOptions> {
+        if !self.tls && self.ca.is_none() && self.server_name.is_none() {
+            return None;
+        }
+        let mut options = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            options = options.ca_file(ca);
+        }
+        if let Some(name) = &self.server_name {
+            options = options.server_name(name);
+        }
+        Some(options)
+    }
 }
 
 #[derive(Args)]
@@ -58,6 +95,8 @@ struct Target {
     /// The room to join (the server's default room if not given).
     #[arg(long)]
     room: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn default_watch_name() -> String {
@@ -76,7 +115,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Chat { name, target } => chat(&name, &target),
         Command::Watch { name, target } => watch(&name, &target),
-        Command::Rooms { server } => rooms(&server),
+        Command::Rooms { server, tls } => rooms(&server, &tls),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,7 +136,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ws_listen,
         web,
         mut config,
+        tls,
     } = Settings::resolve(&args, &file)?;
+    // Before anything listens: a missing or bad certificate stops the start.
+    let tls = match tls {
+        Some(files) => Some(TlsConfig::from_pem_files(&files.cert, &files.key)?),
+        None => None,
+    };
     if let Some(budget) = relais_server::fdlimit::fit_to_fd_limit(&mut config) {
         if budget.lowered() {
             tracing::warn!(
@@ -118,17 +163,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ws_listener = tokio::net::TcpListener::bind(ws_listen)
             .await
             .with_context(|| format!("cannot listen on {ws_listen}"))?;
+        let mut server = relais_server::Server::new(config);
+        if let Some(tls) = tls {
+            #[cfg(unix)]
+            tokio::spawn(reload_on_sighup(tls.clone())?);
+            server = server.with_tls(tls);
+        }
+        let (ws, http) = match server.tls() {
+            Some(tls) => {
+                tracing::info!(cert = %tls.cert_path().display(), "TLS on both ports");
+                ("wss", "https")
+            }
+            None => ("ws", "http"),
+        };
         // On stdout, for scripts and tests that listen on port 0.
         println!("relais listening on {}", listener.local_addr()?);
         let ws_addr = ws_listener.local_addr()?;
-        println!("relais websocket on ws://{ws_addr}/ws");
+        println!("relais websocket on {ws}://{ws_addr}/ws");
         let pages = if web {
-            println!("relais web on http://{ws_addr}/");
+            println!("relais web on {http}://{ws_addr}/");
             relais_server::ws::HttpPages::Demo
         } else {
             relais_server::ws::HttpPages::None
         };
-        let server = relais_server::Server::new(config);
         // One shutdown for both listeners: serve_tcp's ends accept_ws too.
         let ws_server = server.clone();
         let ws = tokio::spawn(async move { ws_server.accept_ws(ws_listener, pages).await });
@@ -136,6 +193,28 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = ws.await;
         tracing::info!("shut down");
         Ok(())
+    })
+}
+
+/// Installs the SIGHUP handler (now, so a SIGHUP right after the start is
+/// not fatal) and returns the task that reloads the certificate on each one.
+/// A failed reload keeps the certificate in use.
+#[cfg(unix)]
+fn reload_on_sighup(
+    tls: TlsConfig,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    Ok(async move {
+        while hangup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %tls.cert_path().display(),
+                    "SIGHUP: TLS certificate reloaded; new connections use it"
+                ),
+                Err(e) => tracing::error!("SIGHUP: {e}; keeping the certificate in use"),
+            }
+        }
     })
 }
 
@@ -158,6 +237,9 @@ fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
     let mut builder = Client::builder(name).echo(echo);
     if let Some(room) = &target.room {
         builder = builder.room(room);
+    }
+    if let Some(tls) = target.tls.options() {
+        builder = builder.tls(tls);
     }
     builder
         .connect(target.server.as_str())
@@ -226,9 +308,12 @@ fn print_events(client: &Client) {
     }
 }
 
-fn rooms(server: &str) -> anyhow::Result<()> {
-    let rooms =
-        relais::list_rooms(server).with_context(|| format!("cannot list rooms of {server}"))?;
+fn rooms(server: &str, tls: &TlsArgs) -> anyhow::Result<()> {
+    let rooms = match tls.options() {
+        Some(options) => relais::list_rooms_tls(server, &options),
+        None => relais::list_rooms(server),
+    }
+    .with_context(|| format!("cannot list rooms of {server}"))?;
     if rooms.is_empty() {
         println!("no rooms");
     }

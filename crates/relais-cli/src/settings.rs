@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// [default: 536870912, 512 MiB].
     #[arg(long)]
     pub max_memory_bytes: Option<usize>,
+    /// Serve TLS on both ports (`wss://` and `https://` on the WebSocket
+    /// port) with this certificate chain (PEM, the server's certificate
+    /// first); needs --tls-key. Reloaded on SIGHUP [default: plaintext].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -95,6 +103,8 @@ pub struct FileSettings {
     max_joins_per_ip: Option<u32>,
     join_burst_per_ip: Option<u32>,
     max_memory_bytes: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl FileSettings {
@@ -113,6 +123,15 @@ pub struct Settings {
     pub ws_listen: SocketAddr,
     pub web: bool,
     pub config: Config,
+    /// Certificate chain and key files, if both listeners speak TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Settings {
@@ -238,7 +257,20 @@ impl Settings {
                 .unwrap_or(([127, 0, 0, 1], 7778).into()),
             web: args.web || file.web.unwrap_or(false),
             config,
+            tls: tls_files(args, file)?,
         })
+    }
+}
+
+/// The TLS files, flags over file; both or neither.
+fn tls_files(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<TlsFiles>> {
+    let cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.tls_key.clone());
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(_), None) => anyhow::bail!("tls-cert needs tls-key (the certificate's private key)"),
+        (None, Some(_)) => anyhow::bail!("tls-key needs tls-cert (the certificate chain)"),
     }
 }
 
@@ -253,6 +285,37 @@ mod tests {
         assert_eq!(s.listen.to_string(), "127.0.0.1:7777");
         assert_eq!(s.ws_listen.to_string(), "127.0.0.1:7778");
         assert!(!s.web);
+        assert_eq!(s.tls, None, "plaintext by default");
+    }
+
+    #[test]
+    fn tls_files_come_from_flags_or_file_and_go_in_pairs() {
+        let file: FileSettings = toml::from_str(
+            "tls_cert = \"/etc/relais/cert.pem\"\ntls_key = \"/etc/relais/key.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        let files = s.tls.unwrap();
+        assert_eq!(files.cert, Path::new("/etc/relais/cert.pem"));
+        assert_eq!(files.key, Path::new("/etc/relais/key.pem"));
+        let args = ServeArgs {
+            tls_cert: Some("new.pem".into()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args, &file).unwrap();
+        assert_eq!(s.tls.unwrap().cert, Path::new("new.pem"));
+        for (cert, key, missing) in [
+            (Some("c.pem"), None, "tls-key"),
+            (None, Some("k.pem"), "tls-cert"),
+        ] {
+            let args = ServeArgs {
+                tls_cert: cert.map(PathBuf::from),
+                tls_key: key.map(PathBuf::from),
+                ..ServeArgs::default()
+            };
+            let err = Settings::resolve(&args, &FileSettings::default()).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
     }
 
     #[test]

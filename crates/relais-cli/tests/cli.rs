@@ -95,9 +95,9 @@ impl Drop for Proc {
     }
 }
 
-#[test]
-fn two_chat_terminals_talk_through_a_server() {
-    let mut server = relais(&[
+/// `relais serve` on ephemeral ports, and its TCP address.
+fn serve() -> (Proc, String) {
+    let server = relais(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -106,6 +106,12 @@ fn two_chat_terminals_talk_through_a_server() {
     ]);
     let line = server.expect("stdout", "listening on");
     let addr = line.rsplit(' ').next().unwrap().to_string();
+    (server, addr)
+}
+
+#[test]
+fn two_chat_terminals_talk_through_a_server() {
+    let (mut server, addr) = serve();
 
     let mut alice = relais(&["chat", "--name", "alice", "--server", &addr]);
     alice.expect("stderr", "joined room");
@@ -228,4 +234,41 @@ fn connections_past_the_open_file_limit_are_refused() {
         };
         clients.push(newcomer);
     }
+}
+
+#[test]
+fn tls_settings_that_cannot_work_stop_the_start_with_the_reason() {
+    let listen = ["--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"];
+    let missing = [
+        &["serve", "--tls-cert", "/nonexistent/cert.pem"][..],
+        &["--tls-key", "/nonexistent/key.pem"],
+        &listen,
+    ]
+    .concat();
+    let mut server = relais(&missing);
+    server.expect("stderr", "cannot read /nonexistent/cert.pem");
+    assert!(!server.wait_exit().success());
+    let mut half = relais(&[&["serve", "--tls-cert", "cert.pem"][..], &listen].concat());
+    half.expect("stderr", "tls-cert needs tls-key");
+    assert!(!half.wait_exit().success());
+}
+
+#[test]
+fn tls_clients_against_a_plaintext_server_fail_clearly() {
+    let (_server, addr) = serve();
+    let mut rooms = relais(&["rooms", "--tls", "--server", &addr]);
+    rooms.expect("stderr", "does not speak TLS");
+    assert!(!rooms.wait_exit().success());
+    // --ca implies --tls: the CA file is read first.
+    let mut chat = relais(&[
+        "chat",
+        "--name",
+        "a",
+        "--ca",
+        "/nonexistent/ca.pem",
+        "--server",
+        &addr,
+    ]);
+    chat.expect("stderr", "cannot read CA file /nonexistent/ca.pem");
+    assert!(!chat.wait_exit().success());
 }

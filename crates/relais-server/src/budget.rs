@@ -32,6 +32,10 @@ pub const TCP_CONNECTION_COST: usize = 32 * 1024;
 /// read buffer and its frame state (see [`crate::ws`]).
 pub const WS_CONNECTION_COST: usize = 32 * 1024;
 
+/// What TLS adds to a connection: rustls's record buffers (a 16 KiB
+/// record in each direction) and session state.
+pub const TLS_CONNECTION_COST: usize = 48 * 1024;
+
 /// The shared memory budget of one server.
 #[derive(Debug)]
 pub struct MemoryBudget {

@@ -11,6 +11,7 @@
 //! - [`tcp`]: the TCP transport.
 //! - [`ws`]: the WebSocket transport (browsers), and [`web`]: the HTTP side
 //!   of its listener (upgrade, demo page).
+//! - [`tls`]: TLS under either transport, and certificate reload.
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@ pub mod relay;
 pub mod session;
 pub mod tcp;
 pub mod tcp_info;
+pub mod tls;
 pub mod web;
 pub mod ws;
 
@@ -167,6 +169,8 @@ impl ServerContext {
 pub struct Server {
     ctx: Arc<ServerContext>,
     tasks: TaskTracker,
+    /// TLS for both listeners, if set ([`Server::with_tls`]).
+    tls: Option<tls::TlsConfig>,
 }
 
 impl Server {
@@ -175,7 +179,21 @@ impl Server {
         Self {
             ctx: Arc::new(ServerContext::new(config)),
             tasks: TaskTracker::new(),
+            tls: None,
         }
+    }
+
+    /// Serves both listeners over TLS with `tls`'s certificate (`wss://`
+    /// and `https://` on the WebSocket port). Keep a clone of `tls` to
+    /// [`reload`](tls::TlsConfig::reload) the certificate later.
+    pub fn with_tls(mut self, tls: tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS settings, if the listeners speak TLS.
+    pub fn tls(&self) -> Option<&tls::TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The relay core, for inspection (room and member counts).
@@ -218,16 +236,41 @@ impl Server {
         self.tasks.wait().await;
     }
 
+    /// What a new connection is charged to the memory budget.
+    fn connection_cost(&self, websocket: bool) -> usize {
+        let mut cost = budget::TCP_CONNECTION_COST;
+        if websocket {
+            cost += budget::WS_CONNECTION_COST;
+        }
+        if self.tls.is_some() {
+            cost += budget::TLS_CONNECTION_COST;
+        }
+        cost
+    }
+
     /// The accept loop. Returns when the server shuts down.
     async fn accept_tcp(&self, listener: TcpListener) {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "listening (tcp)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let admission = self.ctx.admit(Some(peer.ip()), budget::TCP_CONNECTION_COST);
-            let (source, sink) = tcp::split(stream);
+            let admission = self.ctx.admit(Some(peer.ip()), self.connection_cost(false));
+            if let Err(Refusal { answer: None, .. }) = admission {
+                continue; // Too many refusals being answered: close at once.
+            }
             let ctx = self.ctx.clone();
+            let tls = self.tls.clone();
             self.tasks.spawn(async move {
+                // The TLS handshake, if any, runs here, in the connection's
+                // task (shorter for a connection that is only told why not).
+                let timeout = match &admission {
+                    Ok(_) => ctx.config.handshake_timeout,
+                    Err(_) => ws::REFUSED_HEAD_TIMEOUT.min(ctx.config.handshake_timeout),
+                };
+                let split = tls::split_tcp(stream, tls.as_ref(), &ctx, peer, timeout);
+                let Some((source, sink)) = split.await else {
+                    return;
+                };
                 match admission {
                     Ok(admission) => session::run(source, sink, ctx, admission).await,
                     Err(refusal) => {
@@ -249,15 +292,21 @@ impl Server {
             info!(%addr, ?pages, "listening (websocket)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let cost = budget::TCP_CONNECTION_COST + budget::WS_CONNECTION_COST;
-            let admission = self.ctx.admit(Some(peer.ip()), cost);
+            let admission = self.ctx.admit(Some(peer.ip()), self.connection_cost(true));
             if let Err(Refusal { answer: None, .. }) = admission {
                 continue; // Too many refusals being answered: close at once.
             }
             let span = tracing::info_span!("ws", %peer);
             self.tasks.spawn(
-                ws::serve_connection(stream, peer, admission, self.ctx.clone(), pages)
-                    .instrument(span),
+                ws::serve_connection(
+                    stream,
+                    peer,
+                    admission,
+                    self.ctx.clone(),
+                    pages,
+                    self.tls.clone(),
+                )
+                .instrument(span),
             );
         }
     }

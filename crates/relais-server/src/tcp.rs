@@ -122,7 +122,8 @@ impl<T> SendQueueProbe for tokio::io::WriteHalf<T> {
 impl<W: AsyncWrite + Unpin + Send + SendQueueProbe> FrameSink for StreamSink<W> {
     async fn send_batch(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if let [one] = frames {
-            return self.write.write_all(one).await;
+            self.write.write_all(one).await?;
+            return self.write.flush().await;
         }
         self.buf.clear();
         for f in frames {
@@ -139,7 +140,8 @@ impl<W: AsyncWrite + Unpin + Send + SendQueueProbe> FrameSink for StreamSink<W> 
         if !self.buf.is_empty() {
             self.write.write_all(&self.buf).await?;
         }
-        Ok(())
+        // A no-op on a socket; TLS may hold encrypted records until flushed.
+        self.write.flush().await
     }
 
     async fn close(&mut self) -> io::Result<()> {

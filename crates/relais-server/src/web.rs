@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::session::LINGER;
 use crate::ws::HttpPages;
@@ -93,8 +92,8 @@ impl Response {
 
 /// Reads one request head within `timeout`. An error is the answer to send
 /// (400, 405, 408, 426, 431).
-pub(crate) async fn read_request(
-    stream: &mut TcpStream,
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
     timeout: Duration,
 ) -> Result<Request, Response> {
     match tokio::time::timeout(timeout, read_head(stream)).await {
@@ -107,7 +106,7 @@ pub(crate) async fn read_request(
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<Request, Response> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, Response> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         // Read at most up to the cap: a head that does not fit is refused.
@@ -222,7 +221,7 @@ pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool) -> Response {
 
 /// Writes `response`, ends our direction, and reads what the client still
 /// sends (discarded) until it closes or [`LINGER`] passes.
-pub(crate) async fn respond(mut stream: TcpStream, response: Response) {
+pub(crate) async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, response: Response) {
     if stream.write_all(&response.bytes()).await.is_err() {
         return;
     }

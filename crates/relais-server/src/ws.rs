@@ -24,6 +24,11 @@
 //! [`WebSocketStream::from_partially_read`], handing over any bytes the client
 //! sent after its request head.
 //!
+//! **TLS.** With [`Server::with_tls`](crate::Server::with_tls) the listener
+//! first completes a TLS handshake (in the connection's task, see
+//! [`crate::tls`]); everything above then reads and writes the decrypted
+//! [`ClientStream`]: `wss://` upgrades, `https://` pages.
+//!
 //! **Closing.** After a transport error the WebSocket stream is unusable, but
 //! the session still *lingers* (reads and discards until the peer closes, for
 //! at most a second) so the goodbye and the close frame are not destroyed by
@@ -55,6 +60,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::session::{self, FrameSink, FrameSource, ReadError};
+use crate::tls::{self, ClientStream, TlsConfig};
 use crate::web::{self, Request};
 use crate::{Admission, Refusal, ServerContext};
 
@@ -87,21 +93,28 @@ pub fn websocket_config() -> WebSocketConfig {
 
 /// Serves one connection accepted on the WebSocket listener: reads its HTTP
 /// request head, then answers it as plain HTTP or upgrades it and runs a
-/// relais session over it. A refused connection (the server is full, the
-/// address over its limits, the memory budget spent) gets its request head
-/// read within [`REFUSED_HEAD_TIMEOUT`], then an upgrade is refused with a
-/// `REFUSED` frame, plain HTTP with a 503.
+/// relais session over it. With `tls`, all of it runs over TLS, whose
+/// handshake comes first. A refused connection (the server is full, the
+/// address over its limits, the memory budget spent) gets its TLS handshake
+/// and request head within [`REFUSED_HEAD_TIMEOUT`] each, then an upgrade
+/// is refused with a `REFUSED` frame, plain HTTP with a 503.
 pub(crate) async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     admission: Result<Admission, Refusal>,
     ctx: Arc<ServerContext>,
     pages: HttpPages,
+    tls: Option<TlsConfig>,
 ) {
     let (config, shutdown) = (&ctx.config, &ctx.shutdown);
     let head_timeout = match &admission {
         Ok(_) => config.handshake_timeout,
         Err(_) => REFUSED_HEAD_TIMEOUT.min(config.handshake_timeout),
+    };
+    let socket = Arc::new(stream);
+    let tls_stream = tls::accept(tls.as_ref(), socket.clone(), &ctx, peer, head_timeout);
+    let Some(mut stream) = tls_stream.await else {
+        return;
     };
     let request = tokio::select! {
         r = web::read_request(&mut stream, head_timeout) => r,
@@ -132,7 +145,7 @@ pub(crate) async fn serve_connection(
         debug!(%peer, error = %e, "upgrade failed");
         return;
     }
-    let (source, sink) = split(stream, leftover).await;
+    let (source, sink) = split(stream, socket, leftover).await;
     debug!(%peer, "websocket connected");
     match admission {
         Ok(admission) => session::run(source, sink, ctx, admission).await,
@@ -143,16 +156,21 @@ pub(crate) async fn serve_connection(
     }
 }
 
-/// How long a refused WebSocket connection has to send its request head
-/// (it needs the upgrade before it can be told why it is refused).
+/// How long a refused WebSocket connection has for its TLS handshake and
+/// then its request head (it needs the upgrade before it can be told why it
+/// is refused).
 pub const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Wraps an upgraded socket (`leftover`: bytes the client sent after its
-/// request head) into the session's frame source and sink.
-pub async fn split(stream: TcpStream, leftover: Vec<u8>) -> (WsSource, WsSink) {
-    let tcp = Arc::new(stream);
+/// Wraps an upgraded stream (`tcp`: the socket under it; `leftover`: bytes
+/// the client sent after its request head) into the session's frame source
+/// and sink.
+pub async fn split(
+    stream: ClientStream,
+    tcp: Arc<TcpStream>,
+    leftover: Vec<u8>,
+) -> (WsSource, WsSink) {
     let ws = WebSocketStream::from_partially_read(
-        SharedTcp(tcp.clone()),
+        stream,
         leftover,
         Role::Server,
         Some(websocket_config()),
@@ -180,7 +198,7 @@ pub async fn split(stream: TcpStream, leftover: Vec<u8>) -> (WsSource, WsSink) {
 /// Frame bodies from a WebSocket, one per binary message.
 #[derive(Debug)]
 pub struct WsSource {
-    messages: SplitStream<WebSocketStream<SharedTcp>>,
+    messages: SplitStream<WebSocketStream<ClientStream>>,
     /// The raw socket, drained directly once the WebSocket layer has failed.
     tcp: Arc<TcpStream>,
     max_frame_len: usize,
@@ -272,7 +290,7 @@ impl FrameSource for WsSource {
 /// Encoded frames to a WebSocket, one binary message each.
 #[derive(Debug)]
 pub struct WsSink {
-    messages: SplitSink<WebSocketStream<SharedTcp>, Message>,
+    messages: SplitSink<WebSocketStream<ClientStream>, Message>,
     /// The raw socket, to end our direction after the close frame.
     tcp: Arc<TcpStream>,
     close_code: Arc<AtomicU16>,
@@ -311,6 +329,8 @@ impl FrameSink for WsSink {
             .await
             .map_err(into_io)?;
         // Like the TCP transport: end our direction, keep reading (linger).
+        // (Under TLS without a close_notify: the close frame already ends
+        // the WebSocket, and is authenticated.)
         socket2::SockRef::from(&*self.tcp).shutdown(Shutdown::Write)
     }
 
@@ -348,11 +368,19 @@ fn into_io(e: WsError) -> io::Error {
     }
 }
 
-/// A TCP socket shared between the WebSocket stream (which reads and writes
-/// through this) and the [`WsSource`] (which drains it directly after a
-/// failure). tokio's readiness API works on `&TcpStream`.
+/// A TCP socket shared between the stream a transport reads and writes
+/// through this (WebSocket, TLS) and the server's direct uses of the socket:
+/// the [`WsSource`]'s drain after a failure, `TCP_INFO` for pacing, the
+/// final shutdown. tokio's readiness API works on `&TcpStream`.
 #[derive(Debug)]
 pub struct SharedTcp(Arc<TcpStream>);
+
+impl SharedTcp {
+    /// A stream over `socket`.
+    pub fn new(socket: Arc<TcpStream>) -> Self {
+        Self(socket)
+    }
+}
 
 impl AsyncRead for SharedTcp {
     fn poll_read(

@@ -12,9 +12,12 @@ use relais_protocol::{
     MAX_FRAME_LEN, MAX_PAYLOAD, VERSION,
 };
 
+use crate::addr::ServerAddr;
 use crate::client::Client;
 use crate::error::{ConnectError, Disconnect};
 use crate::shared::Shared;
+use crate::tls::{self, TlsOptions};
+use crate::transport::Transport;
 use crate::worker::{self, frame_name, READ_CHUNK};
 
 /// Default for [`ClientBuilder::connect_timeout`].
@@ -100,6 +103,7 @@ pub struct ClientBuilder {
     room: String,
     echo: bool,
     connect_timeout: Duration,
+    tls: Option<TlsOptions>,
     keepalive: Duration,
     receive_mode: ReceiveMode,
     inbound_capacity: usize,
@@ -114,6 +118,7 @@ impl ClientBuilder {
             room: String::new(),
             echo: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
             keepalive: DEFAULT_KEEPALIVE,
             receive_mode: ReceiveMode::Queue,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
@@ -140,6 +145,23 @@ impl ClientBuilder {
     /// which has no timeout to give it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects with TLS (default: plaintext), verifying the server's
+    /// certificate as `options` say: against the system's trusted roots or
+    /// a given CA, for the host of the address or an explicit name. The TLS
+    /// handshake counts in the [connect timeout](Self::connect_timeout); a
+    /// certificate that does not verify is [`ConnectError::Tls`].
+    ///
+    /// ```no_run
+    /// let client = relais::Client::builder("alice")
+    ///     .tls(relais::TlsOptions::new().ca_file("ca.pem"))
+    ///     .connect("relais.example.org:7777")?;
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn tls(mut self, options: TlsOptions) -> Self {
+        self.tls = Some(options);
         self
     }
 
@@ -212,7 +234,7 @@ impl ClientBuilder {
     /// Checks the names, connects, performs the handshake, and starts the
     /// background threads. Blocks until the server has answered, or the
     /// connect timeout has passed.
-    pub fn connect(self, addr: impl ToSocketAddrs) -> Result<Client, ConnectError> {
+    pub fn connect(self, addr: impl ServerAddr) -> Result<Client, ConnectError> {
         validate_name(&self.name).map_err(ConnectError::InvalidName)?;
         if !self.room.is_empty() {
             validate_room(&self.room).map_err(ConnectError::InvalidRoom)?;
@@ -223,8 +245,8 @@ impl ClientBuilder {
             .checked_add(self.connect_timeout)
             .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
 
-        let mut stream = open(addr, deadline)?;
-        stream.set_nodelay(true)?;
+        let host = addr.host();
+        let mut stream = start(open(addr, deadline)?, self.tls.as_ref(), host, deadline)?;
         let hello = Hello {
             version: VERSION,
             name: self.name.clone(),
@@ -234,8 +256,9 @@ impl ClientBuilder {
         };
         let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
 
-        stream.set_write_timeout(None)?;
-        stream.set_read_timeout((!self.keepalive.is_zero()).then_some(self.keepalive))?;
+        let socket = stream.socket().try_clone()?;
+        socket.set_write_timeout(None)?;
+        socket.set_read_timeout((!self.keepalive.is_zero()).then_some(self.keepalive))?;
         let max_payload = MAX_PAYLOAD.min(welcome.max_payload as usize);
         let shared = Arc::new(Shared::new(
             self.receive_mode,
@@ -250,18 +273,20 @@ impl ClientBuilder {
                 .name("relais-writer".into())
                 .spawn(move || worker::run_writer(&shared, stream))?
         };
-        let reader = stream.try_clone().and_then(|reader_stream| {
+        // The reader takes the handshake's end: under TLS it may hold
+        // records read past the welcome.
+        let reader = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name("relais-reader".into())
-                .spawn(move || worker::run_reader(&shared, reader_stream, leftover))
-        });
+                .spawn(move || worker::run_reader(&shared, stream, leftover))
+        };
         let reader = match reader {
             Ok(reader) => reader,
             Err(e) => {
                 // The writer must not outlive a failed connect.
                 shared.end(Disconnect::ConnectionLost(e.to_string()));
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let _ = socket.shutdown(std::net::Shutdown::Both);
                 let _ = writer.join();
                 return Err(e.into());
             }
@@ -272,7 +297,7 @@ impl ClientBuilder {
             welcome.room,
             max_payload,
             shared,
-            stream,
+            socket,
             reader,
             writer,
         ))
@@ -280,7 +305,7 @@ impl ClientBuilder {
 }
 
 /// The time left before `deadline`, or `Timeout` if none is.
-fn remaining(deadline: Instant) -> Result<Duration, ConnectError> {
+pub(crate) fn remaining(deadline: Instant) -> Result<Duration, ConnectError> {
     deadline
         .checked_duration_since(Instant::now())
         .filter(|left| !left.is_zero())
@@ -314,15 +339,32 @@ fn open(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream, Connec
     })
 }
 
+/// The byte stream over a new connection: the socket, or TLS over it once
+/// its handshake (bounded by `deadline`) is done.
+fn start(
+    socket: TcpStream,
+    tls: Option<&TlsOptions>,
+    host: Option<String>,
+    deadline: Instant,
+) -> Result<Transport, ConnectError> {
+    socket.set_nodelay(true)?;
+    Ok(match tls {
+        None => Transport::Plain(socket),
+        Some(options) => Transport::Tls(tls::connect(socket, options, host, deadline)?),
+    })
+}
+
 /// Sends `HELLO` and reads until `WELCOME` or `REFUSED`. Returns the welcome
 /// and any bytes read past it (frames the server sent right after), which
 /// belong to the reader thread.
 fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     hello: Hello,
     deadline: Instant,
 ) -> Result<(Welcome, BytesMut), ConnectError> {
-    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    stream
+        .socket()
+        .set_write_timeout(Some(remaining(deadline)?))?;
     stream
         .write_all(&ClientFrame::Hello(hello).to_bytes())
         .map_err(io_error)?;
@@ -349,7 +391,7 @@ fn handshake(
 
 /// Reads one whole frame, before `deadline`.
 fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     decoder: &mut FrameDecoder,
     buf: &mut BytesMut,
     deadline: Instant,
@@ -358,18 +400,32 @@ fn read_frame(
     loop {
         if let Some(body) = decoder
             .decode(buf)
-            .map_err(|e| ConnectError::Protocol(e.to_string()))?
+            .map_err(|e| speaks_tls(buf).unwrap_or(ConnectError::Protocol(e.to_string())))?
         {
             return ServerFrame::decode(body).map_err(|e| ConnectError::Protocol(e.to_string()));
         }
-        stream.set_read_timeout(Some(remaining(deadline)?))?;
+        stream
+            .socket()
+            .set_read_timeout(Some(remaining(deadline)?))?;
         match stream.read(&mut chunk) {
-            Ok(0) => return Err(ConnectError::Closed),
+            Ok(0) => return Err(speaks_tls(buf).unwrap_or(ConnectError::Closed)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_error(e)),
         }
     }
+}
+
+/// A plaintext client's answer from a TLS port starts with a TLS alert
+/// record (type 21, version 3.x): say so rather than "protocol error".
+fn speaks_tls(buf: &[u8]) -> Option<ConnectError> {
+    buf.starts_with(&[21, 3]).then(|| {
+        ConnectError::Protocol(
+            "the server answered with TLS: it expects TLS on this port \
+             (ClientBuilder::tls, or --tls on the command line)"
+                .into(),
+        )
+    })
 }
 
 /// Asks the server at `addr` for its rooms and their member counts (an
@@ -381,10 +437,37 @@ fn read_frame(
 /// }
 /// # Ok::<(), relais::ConnectError>(())
 /// ```
-pub fn list_rooms(addr: impl ToSocketAddrs) -> Result<Vec<RoomInfo>, ConnectError> {
+pub fn list_rooms(addr: impl ServerAddr) -> Result<Vec<RoomInfo>, ConnectError> {
+    rooms_of(addr, None)
+}
+
+/// [`list_rooms`] over TLS, verified as `tls` says (see
+/// [`ClientBuilder::tls`]).
+///
+/// ```no_run
+/// let tls = relais::TlsOptions::new().ca_file("ca.pem");
+/// for room in relais::list_rooms_tls("relais.example.org:7777", &tls)? {
+///     println!("{}: {} members", room.name, room.members);
+/// }
+/// # Ok::<(), relais::ConnectError>(())
+/// ```
+pub fn list_rooms_tls(
+    addr: impl ServerAddr,
+    tls: &TlsOptions,
+) -> Result<Vec<RoomInfo>, ConnectError> {
+    rooms_of(addr, Some(tls))
+}
+
+fn rooms_of(
+    addr: impl ServerAddr,
+    tls: Option<&TlsOptions>,
+) -> Result<Vec<RoomInfo>, ConnectError> {
     let deadline = Instant::now() + DEFAULT_CONNECT_TIMEOUT;
-    let mut stream = open(addr, deadline)?;
-    stream.set_write_timeout(Some(remaining(deadline)?))?;
+    let host = addr.host();
+    let mut stream = start(open(addr, deadline)?, tls, host, deadline)?;
+    stream
+        .socket()
+        .set_write_timeout(Some(remaining(deadline)?))?;
     stream
         .write_all(&ClientFrame::ListRooms.to_bytes())
         .map_err(io_error)?;

@@ -99,7 +99,7 @@ pub struct Client {
     max_payload: usize,
     shared: Arc<Shared>,
     /// Kept to shut the socket down on close, which wakes both threads.
-    stream: TcpStream,
+    socket: TcpStream,
     /// The reader and writer threads; `None` once closed.
     workers: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
@@ -119,7 +119,7 @@ impl Client {
     ///     Err(e) => println!("could not connect: {e}"),
     /// }
     /// ```
-    pub fn connect(addr: impl std::net::ToSocketAddrs, name: &str) -> Result<Client, ConnectError> {
+    pub fn connect(addr: impl crate::ServerAddr, name: &str) -> Result<Client, ConnectError> {
         Self::builder(name).connect(addr)
     }
 
@@ -138,7 +138,7 @@ impl Client {
         room: String,
         max_payload: usize,
         shared: Arc<Shared>,
-        stream: TcpStream,
+        socket: TcpStream,
         reader: JoinHandle<()>,
         writer: JoinHandle<()>,
     ) -> Self {
@@ -147,7 +147,7 @@ impl Client {
             room,
             max_payload,
             shared,
-            stream,
+            socket,
             workers: Mutex::new(Some((reader, writer))),
         }
     }
@@ -379,7 +379,7 @@ impl Client {
         }
         // Wakes the reader from `read()`, and the writer from a `write()`
         // that outlived the flush deadline.
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.socket.shutdown(Shutdown::Both);
         for handle in [writer, reader] {
             if handle.join().is_err() {
                 tracing::error!("a relais client thread panicked");

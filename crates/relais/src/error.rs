@@ -35,6 +35,11 @@ pub enum ConnectError {
     /// the handshake.
     #[error("the server closed the connection during the handshake")]
     Closed,
+    /// TLS could not be set up: the server's certificate is not trusted or
+    /// does not carry the server name, the server does not speak TLS, or the
+    /// CA file is unusable. The message says which.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Why a connection ended. Returned by [`Client::status`](crate::Client::status)

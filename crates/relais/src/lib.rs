@@ -38,25 +38,33 @@
 //!   list, status, counters) and how they wait on it.
 //! - `worker.rs`: the reader and writer threads.
 //! - `queue.rs`: the bounded queues: drop-oldest, and latest-per-sender.
+//! - `transport.rs`: the byte stream the threads use, plain TCP or TLS
+//!   (`tls.rs`: [`TlsOptions`], the handshake, the shared TLS session);
+//!   `addr.rs`: [`ServerAddr`], addresses and the host name TLS verifies.
 //! - `error.rs`: [`ConnectError`], [`SendError`], [`RecvError`] and
 //!   [`Disconnect`].
 //!
 //! The wire format itself lives in the `relais-protocol` crate.
 
+mod addr;
 mod builder;
 mod client;
 mod error;
 mod queue;
 mod shared;
+mod tls;
+mod transport;
 mod worker;
 
-pub use builder::{list_rooms, ClientBuilder, ReceiveMode};
+pub use addr::ServerAddr;
+pub use builder::{list_rooms, list_rooms_tls, ClientBuilder, ReceiveMode};
 pub use bytes::Bytes;
 pub use client::{Client, Event, Iter, Message, Stats};
 pub use error::{ConnectError, Disconnect, RecvError, SendError};
 pub use relais_protocol::{
     CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD,
 };
+pub use tls::TlsOptions;
 
 /// The README's examples compile (they are run as doc tests).
 #[cfg(doctest)]

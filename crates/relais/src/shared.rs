@@ -53,6 +53,9 @@ struct Outbound {
     /// direction stays bounded too.
     ping_due: bool,
     pong_due: bool,
+    /// The TLS layer has records of its own to send: the writer's flush,
+    /// which follows every batch (even an empty one), sends them.
+    flush_due: bool,
     closing: bool,
     writer_done: bool,
     /// The reader thread has exited (kept here to share the condvar).
@@ -124,6 +127,7 @@ impl Shared {
                 payloads: DropOldestQueue::new(outbound_capacity),
                 ping_due: false,
                 pong_due: false,
+                flush_due: false,
                 closing: false,
                 writer_done: false,
                 reader_done: false,
@@ -289,6 +293,12 @@ impl Shared {
         self.outbound_ready.notify_all();
     }
 
+    /// Asks the writer to write what the TLS layer has to send.
+    pub(crate) fn request_flush(&self) {
+        lock(&self.outbound).flush_due = true;
+        self.outbound_ready.notify_all();
+    }
+
     /// Asks the writer to flush, say goodbye and stop, and marks the
     /// connection closed by the user (unless it had already ended).
     pub(crate) fn request_close(&self) {
@@ -313,7 +323,12 @@ impl Shared {
     pub(crate) fn next_work(&self, payloads: &mut VecDeque<Bytes>) -> Option<Work> {
         let mut out = lock(&self.outbound);
         loop {
-            if out.closing || out.ping_due || out.pong_due || !out.payloads.is_empty() {
+            if out.closing
+                || out.ping_due
+                || out.pong_due
+                || out.flush_due
+                || !out.payloads.is_empty()
+            {
                 break;
             }
             if self.status().is_some() {
@@ -325,6 +340,7 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         out.payloads.drain_into(payloads);
+        out.flush_due = false;
         Some(Work {
             ping: std::mem::take(&mut out.ping_due),
             pong: std::mem::take(&mut out.pong_due),

@@ -12,10 +12,13 @@
 //! Whichever thread sees the connection end records why ([`Shared::end`])
 //! and shuts the socket down in both directions, which wakes the other
 //! thread even if it is blocked in `read()` or `write()`.
+//!
+//! Both read and write a [`Transport`]: the socket itself, or TLS over it
+//! (see `tls.rs` for how the two threads share a TLS session).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 
 use bytes::{Bytes, BytesMut};
 use relais_protocol::frames::encode_data;
@@ -24,6 +27,7 @@ use relais_protocol::{ClientFrame, CloseReason, FrameDecoder, ServerFrame, MAX_F
 use crate::client::{Event, Message};
 use crate::error::Disconnect;
 use crate::shared::Shared;
+use crate::transport::Transport;
 
 /// Bytes asked of the kernel per `read()`.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
@@ -37,15 +41,15 @@ const SILENT_INTERVALS_LIMIT: u32 = 3;
 const BATCH_RETAIN_LIMIT: usize = 1024 * 1024;
 
 /// The reader thread. `buf` holds bytes the handshake read past `WELCOME`.
-pub(crate) fn run_reader(shared: &Shared, mut stream: TcpStream, mut buf: BytesMut) {
+pub(crate) fn run_reader(shared: &Shared, mut stream: Transport, mut buf: BytesMut) {
     let reason = read_until_end(shared, &mut stream, &mut buf);
     shared.end(reason);
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = stream.socket().shutdown(Shutdown::Both);
     shared.reader_finished();
 }
 
 /// Reads and dispatches frames until the connection ends; returns why.
-fn read_until_end(shared: &Shared, stream: &mut TcpStream, buf: &mut BytesMut) -> Disconnect {
+fn read_until_end(shared: &Shared, stream: &mut Transport, buf: &mut BytesMut) -> Disconnect {
     let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut silent_intervals = 0;
@@ -71,6 +75,9 @@ fn read_until_end(shared: &Shared, stream: &mut TcpStream, buf: &mut BytesMut) -
             Ok(n) => {
                 silent_intervals = 0;
                 buf.extend_from_slice(&chunk[..n]);
+                if stream.wants_flush() {
+                    shared.request_flush();
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // The read timeout is the keepalive interval (Unix reports it as
@@ -131,7 +138,7 @@ fn dispatch(shared: &Shared, body: Bytes) -> Result<(), Disconnect> {
 }
 
 /// The writer thread.
-pub(crate) fn run_writer(shared: &Shared, mut stream: TcpStream) {
+pub(crate) fn run_writer(shared: &Shared, mut stream: Transport) {
     let mut payloads = VecDeque::new();
     let mut batch = BytesMut::new();
     while let Some(work) = shared.next_work(&mut payloads) {
@@ -148,15 +155,17 @@ pub(crate) fn run_writer(shared: &Shared, mut stream: TcpStream) {
         if work.closing {
             ClientFrame::Goodbye(CloseReason::Normal, String::new()).encode(&mut batch);
         }
-        if let Err(e) = stream.write_all(&batch) {
+        // `flush` writes nothing on a plain socket; under TLS it sends any
+        // records of the TLS layer's own (see `Shared::request_flush`).
+        if let Err(e) = stream.write_all(&batch).and_then(|()| stream.flush()) {
             shared.end(Disconnect::ConnectionLost(e.to_string()));
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.socket().shutdown(Shutdown::Both);
             break;
         }
         shared.count_sent(count);
         if work.closing {
             // The server reads our GOODBYE, then end of stream.
-            let _ = stream.shutdown(Shutdown::Write);
+            let _ = stream.shutdown_write();
             break;
         }
         batch.clear();

@@ -8,4 +8,5 @@ mod pacing;
 mod relay;
 mod rooms;
 mod support;
+mod tls;
 mod websocket;

@@ -51,9 +51,13 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
+        Self::serving(Server::new(config)).await
+    }
+
+    /// Serves TCP clients with `server` (e.g. one with TLS).
+    pub async fn serving(server: Server) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(config);
         let s = server.clone();
         let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
         Self { addr, server, task }

@@ -10,8 +10,8 @@ use relais_protocol::{
     MAX_FRAME_LEN, MAX_HELLO_LEN, VERSION,
 };
 use relais_server::ws::HttpPages;
-use relais_server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use relais_server::{Config, Server};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -22,7 +22,12 @@ use crate::support::*;
 
 /// A test server with a WebSocket listener next to its TCP one.
 async fn start(config: Config, pages: HttpPages) -> (TestServer, SocketAddr) {
-    let s = TestServer::with_config(config).await;
+    start_server(Server::new(config), pages).await
+}
+
+/// `server` on a TCP and a WebSocket listener.
+pub async fn start_server(server: Server, pages: HttpPages) -> (TestServer, SocketAddr) {
+    let s = TestServer::serving(server).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws_addr = listener.local_addr().unwrap();
     let server = s.server.clone();
@@ -32,7 +37,7 @@ async fn start(config: Config, pages: HttpPages) -> (TestServer, SocketAddr) {
 
 /// What a WebSocket client sees next.
 #[derive(Debug, PartialEq)]
-enum Seen {
+pub enum Seen {
     Frame(ServerFrame),
     /// The server's close frame and its code.
     Close(Option<CloseCode>),
@@ -40,14 +45,22 @@ enum Seen {
     End(String),
 }
 
-struct Ws {
-    ws: WebSocketStream<TcpStream>,
+/// A WebSocket client over a TCP socket, or over any stream (TLS).
+pub struct Ws<S = TcpStream> {
+    ws: WebSocketStream<S>,
 }
 
 impl Ws {
     async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+        Self::upgrade(stream, &format!("ws://{addr}/ws")).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
+    /// Upgrades a connected stream to a WebSocket at `url`.
+    pub async fn upgrade(stream: S, url: &str) -> Self {
+        let (ws, response) = tokio_tungstenite::client_async(url, stream)
             .await
             .expect("upgrade");
         assert_eq!(response.status(), 101);
@@ -55,12 +68,12 @@ impl Ws {
     }
 
     /// Sends a protocol frame as one binary message, without length prefix.
-    async fn send(&mut self, frame: ClientFrame) {
+    pub async fn send(&mut self, frame: ClientFrame) {
         let body = frame.to_bytes().slice(LENGTH_PREFIX_LEN..);
         self.ws.send(Message::Binary(body)).await.unwrap();
     }
 
-    async fn hello(&mut self, name: &str, room: &str) -> Welcome {
+    pub async fn hello(&mut self, name: &str, room: &str) -> Welcome {
         self.send(ClientFrame::Hello(Hello {
             version: VERSION,
             name: name.into(),
@@ -75,7 +88,7 @@ impl Ws {
         }
     }
 
-    async fn next(&mut self) -> Seen {
+    pub async fn next(&mut self) -> Seen {
         tokio::time::timeout(PATIENCE, async {
             loop {
                 return match self.ws.next().await {
@@ -304,7 +317,11 @@ async fn shutdown_says_goodbye_and_going_away() {
 
 /// Sends `request` raw and reads the whole answer (the server closes).
 async fn http(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    http_over(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// Sends `request` on a connected stream and reads the whole answer.
+pub async fn http_over(mut stream: impl AsyncRead + AsyncWrite + Unpin, request: &str) -> String {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
