@@ -13,9 +13,11 @@
 //! a single WebSocket frame larger than [`MAX_FRAME_LEN`], or fragments adding
 //! up past it, are refused before being buffered, with close code 1009
 //! ("message too big"). Before the handshake a message must also fit
-//! [`MAX_HELLO_LEN`] (checked once received: tungstenite's limit cannot change
-//! mid-connection, so an unauthenticated peer can make the server buffer one
-//! `MAX_FRAME_LEN` message, not the 134 bytes of the TCP transport).
+//! [`MAX_HELLO_LEN`], and the stream under tungstenite ([`Capped`]) lets
+//! through at most [`MAX_PRE_HANDSHAKE_BYTES`] until the session lifts the
+//! cap on admission: tungstenite's own limits cannot change mid-connection,
+//! and without the cap an unauthenticated peer could make the server buffer
+//! a whole `MAX_FRAME_LEN` message.
 //!
 //! **The HTTP side.** The listener reads the request head itself (bounded in
 //! size and time, see [`crate::web`]), then either answers plain HTTP (the demo
@@ -39,7 +41,7 @@
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -161,6 +163,84 @@ pub(crate) async fn serve_connection(
 /// is refused).
 pub const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Most bytes a WebSocket client may send after its request head and before
+/// its handshake is answered: one largest `HELLO` in one masked frame (at
+/// most 14 bytes of header), plus room for a ping and a close frame. Past
+/// it the connection is a protocol error at once, whatever frame header it
+/// announced, so an unauthenticated peer makes the server hold at most this
+/// (and tungstenite's read buffer), as on the TCP port.
+pub const MAX_PRE_HANDSHAKE_BYTES: usize = MAX_HELLO_LEN + 14 + 2 * (125 + 6);
+
+/// A stream whose reads stop with an error once `left` bytes have been read,
+/// until `left` is set to `usize::MAX`. Writes pass through.
+#[derive(Debug)]
+pub struct Capped<S> {
+    inner: S,
+    left: Arc<AtomicUsize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.left.load(Ordering::Relaxed);
+        if left == usize::MAX {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {MAX_PRE_HANDSHAKE_BYTES} bytes before the handshake"),
+            )));
+        }
+        let room = left.min(buf.remaining());
+        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(room));
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut limited))?;
+        let n = limited.filled().len();
+        buf.advance(n);
+        // Only the session lifts the cap; a race with it only lowers `left`
+        // once more, harmlessly (the next read sees usize::MAX again).
+        let _ = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l != usize::MAX).then(|| l.saturating_sub(n))
+            });
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// Wraps an upgraded stream (`tcp`: the socket under it; `leftover`: bytes
 /// the client sent after its request head) into the session's frame source
 /// and sink.
@@ -169,6 +249,13 @@ pub async fn split(
     tcp: Arc<TcpStream>,
     leftover: Vec<u8>,
 ) -> (WsSource, WsSink) {
+    let allowance = Arc::new(AtomicUsize::new(
+        MAX_PRE_HANDSHAKE_BYTES.saturating_sub(leftover.len()),
+    ));
+    let stream = Capped {
+        inner: stream,
+        left: allowance.clone(),
+    };
     let ws = WebSocketStream::from_partially_read(
         stream,
         leftover,
@@ -182,6 +269,7 @@ pub async fn split(
         WsSource {
             messages: read,
             tcp: tcp.clone(),
+            allowance,
             max_frame_len: MAX_HELLO_LEN,
             failed: false,
             close_code: close_code.clone(),
@@ -198,7 +286,9 @@ pub async fn split(
 /// Frame bodies from a WebSocket, one per binary message.
 #[derive(Debug)]
 pub struct WsSource {
-    messages: SplitStream<WebSocketStream<ClientStream>>,
+    messages: SplitStream<WebSocketStream<Capped<ClientStream>>>,
+    /// What the client may still send before its handshake is answered.
+    allowance: Arc<AtomicUsize>,
     /// The raw socket, drained directly once the WebSocket layer has failed.
     tcp: Arc<TcpStream>,
     max_frame_len: usize,
@@ -284,13 +374,17 @@ impl FrameSource for WsSource {
 
     fn set_max_frame_len(&mut self, max: usize) {
         self.max_frame_len = max;
+        if max > MAX_HELLO_LEN {
+            // Admitted: from now on the frame limits alone apply.
+            self.allowance.store(usize::MAX, Ordering::Relaxed);
+        }
     }
 }
 
 /// Encoded frames to a WebSocket, one binary message each.
 #[derive(Debug)]
 pub struct WsSink {
-    messages: SplitSink<WebSocketStream<ClientStream>, Message>,
+    messages: SplitSink<WebSocketStream<Capped<ClientStream>>, Message>,
     /// The raw socket, to end our direction after the close frame.
     tcp: Arc<TcpStream>,
     close_code: Arc<AtomicU16>,

@@ -2,6 +2,7 @@
 //! the size limits (close code 1009), and the plain-HTTP side of the port.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -9,7 +10,7 @@ use relais_protocol::{
     ClientFrame, CloseReason, Hello, RefuseReason, ServerFrame, Welcome, LENGTH_PREFIX_LEN,
     MAX_FRAME_LEN, MAX_HELLO_LEN, VERSION,
 };
-use relais_server::ws::HttpPages;
+use relais_server::ws::{HttpPages, MAX_PRE_HANDSHAKE_BYTES};
 use relais_server::{Config, Server};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -568,4 +569,47 @@ async fn ws_vs_tcp_deliveries_per_second() {
             self.finished.len() == self.members
         }
     }
+}
+
+/// Before the handshake a WebSocket client may send at most
+/// `MAX_PRE_HANDSHAKE_BYTES`, whatever its frame header announces. Before,
+/// the server buffered a whole 64 KiB message (88.7 KiB per socket measured)
+/// waiting for it to complete.
+#[tokio::test]
+async fn bytes_before_the_handshake_are_capped_whatever_the_frame_announces() {
+    let config = Config {
+        handshake_timeout: Duration::from_secs(30),
+        ..unlimited()
+    };
+    let (s, ws_addr) = start(config, HttpPages::None).await;
+    let mut tcp = TcpStream::connect(ws_addr).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A binary frame announcing 60,000 bytes (masked, 16-bit length), and
+    // the first 3,000 of them: more than the cap, far less than the frame.
+    let mut frame = vec![0x82, 0x80 | 126];
+    frame.extend_from_slice(&60_000u16.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&[1u8; 3000]);
+    let start = tokio::time::Instant::now();
+    let _ = tcp.write_all(&frame).await;
+    // The server gives up at once instead of waiting for the rest.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        start.elapsed()
+    );
+    assert!(MAX_PRE_HANDSHAKE_BYTES < 3000);
+    s.stop().await;
 }
