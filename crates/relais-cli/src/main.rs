@@ -1,6 +1,7 @@
 //! `relais`: the relay server and its command-line clients.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -10,6 +11,7 @@ use settings::{FileSettings, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
 mod settings;
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7777")]
         server: String,
     },
+    /// Mint a join token, as a game backend does (for testing): prints it.
+    Token(token::TokenArgs),
 }
 
 #[derive(Args)]
@@ -58,6 +62,13 @@ struct Target {
     /// The room to join (the server's default room if not given).
     #[arg(long)]
     room: Option<String>,
+    /// The join token, for servers that require one (visible to other
+    /// local users in the process list: prefer --token-file).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the join token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn default_watch_name() -> String {
@@ -77,6 +88,7 @@ fn main() -> ExitCode {
         Command::Chat { name, target } => chat(&name, &target),
         Command::Watch { name, target } => watch(&name, &target),
         Command::Rooms { server } => rooms(&server),
+        Command::Token(args) => token::mint(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,6 +109,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ws_listen,
         web,
         mut config,
+        token_key,
+        allowed_origins,
     } = Settings::resolve(&args, &file)?;
     if let Some(budget) = relais_server::fdlimit::fit_to_fd_limit(&mut config) {
         if budget.lowered() {
@@ -109,6 +123,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 budget.reserve
             );
         }
+    }
+    let mut ctx = relais_server::ServerContext::new(config);
+    if let Some(key) = token_key {
+        let verifier = key.load()?;
+        tracing::info!(algorithm = %verifier.kind(), "join tokens required");
+        ctx = ctx.with_auth(verifier);
+    }
+    if let Some(origins) = allowed_origins {
+        tracing::info!(%origins, "WebSocket upgrades only from these origins");
+        ctx = ctx.with_allowed_origins(origins);
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -128,7 +152,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             relais_server::ws::HttpPages::None
         };
-        let server = relais_server::Server::new(config);
+        let server = relais_server::Server::with_context(ctx);
         // One shutdown for both listeners: serve_tcp's ends accept_ws too.
         let ws_server = server.clone();
         let ws = tokio::spawn(async move { ws_server.accept_ws(ws_listener, pages).await });
@@ -158,6 +182,14 @@ fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
     let mut builder = Client::builder(name).echo(echo);
     if let Some(room) = &target.room {
         builder = builder.room(room);
+    }
+    if let Some(token) = &target.token {
+        builder = builder.token(token);
+    }
+    if let Some(path) = &target.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        builder = builder.token(token.trim());
     }
     builder
         .connect(target.server.as_str())

@@ -12,6 +12,8 @@
 //! - [`ws`]: the WebSocket transport (browsers), and [`web`]: the HTTP side
 //!   of its listener (upgrade, demo page).
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
+//! - [`auth`]: join tokens (who may join which room); [`origins`]: which web
+//!   pages may open a WebSocket.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -21,9 +23,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod batching;
 pub mod config;
 pub mod fdlimit;
+pub mod origins;
 pub mod outbox;
 pub mod pacing;
 pub mod rate;
@@ -50,7 +54,7 @@ pub use config::Config;
 pub use relay::Relay;
 
 /// What every session of one server shares: the relay, the limits, the
-/// shutdown signal.
+/// shutdown signal, who may join.
 #[derive(Debug)]
 pub struct ServerContext {
     /// The rooms and their members.
@@ -59,6 +63,12 @@ pub struct ServerContext {
     pub config: Config,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// With a verifier, every `HELLO` must carry a join token it accepts;
+    /// without (the default), tokens are ignored.
+    pub auth: Option<auth::Verifier>,
+    /// With a list, WebSocket upgrades must come from one of its origins;
+    /// without (the default), from any page.
+    pub allowed_origins: Option<origins::AllowedOrigins>,
 }
 
 impl ServerContext {
@@ -68,7 +78,21 @@ impl ServerContext {
             relay: Relay::new(),
             config,
             shutdown: CancellationToken::new(),
+            auth: None,
+            allowed_origins: None,
         }
+    }
+
+    /// Requires a join token accepted by `verifier` from every client.
+    pub fn with_auth(mut self, verifier: auth::Verifier) -> Self {
+        self.auth = Some(verifier);
+        self
+    }
+
+    /// Accepts WebSocket upgrades only from pages of these origins.
+    pub fn with_allowed_origins(mut self, origins: origins::AllowedOrigins) -> Self {
+        self.allowed_origins = Some(origins);
+        self
     }
 }
 
@@ -85,9 +109,23 @@ pub struct Server {
 impl Server {
     /// A server with the given limits, serving nothing yet.
     pub fn new(config: Config) -> Self {
+        Self::with_context(ServerContext::new(config))
+    }
+
+    /// A server with the given limits and admission rules (join tokens,
+    /// WebSocket origins), serving nothing yet.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), relais_server::auth::KeyError> {
+    /// use relais_server::{auth::Verifier, Config, Server, ServerContext};
+    /// let verifier = Verifier::from_secret_file("token-secret".as_ref())?;
+    /// let server = Server::with_context(ServerContext::new(Config::default()).with_auth(verifier));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_context(ctx: ServerContext) -> Self {
         Self {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            ctx: Arc::new(ServerContext::new(config)),
+            connections: Arc::new(Semaphore::new(ctx.config.max_connections)),
+            ctx: Arc::new(ctx),
             tasks: TaskTracker::new(),
         }
     }

@@ -22,6 +22,7 @@ use relais_protocol::{
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+use crate::auth::{self, Grant};
 use crate::batching::Batching;
 use crate::outbox::{Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
@@ -141,10 +142,10 @@ async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: 
                     "expected HELLO, got {other:?}"
                 ))]),
                 Err(DecodeError::InvalidUtf8 { field }) if is_hello => {
-                    let reason = if field == "room" {
-                        RefuseReason::InvalidRoom
-                    } else {
-                        RefuseReason::InvalidName
+                    let reason = match field {
+                        "room" => RefuseReason::InvalidRoom,
+                        "token" => RefuseReason::TokenInvalid,
+                        _ => RefuseReason::InvalidName,
                     };
                     Err(vec![refusal(
                         reason,
@@ -161,8 +162,12 @@ async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: 
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes));
-    let membership = match admit(relay, &hello, outbox.clone()) {
-        Ok(m) => m,
+    // The token first: nobody sees a client join that it does not admit.
+    let admitted = auth::check_hello(ctx.auth.as_ref(), &hello, auth::unix_now())
+        .map_err(|e| (e.refuse_reason(), e.to_string()))
+        .and_then(|grant| Ok((admit(relay, &hello, outbox.clone())?, grant)));
+    let (membership, grant) = match admitted {
+        Ok(admitted) => admitted,
         Err((reason, text)) => {
             debug!(name = %hello.name, %reason, "refused");
             let last_words = [refusal(reason, &text)];
@@ -171,7 +176,7 @@ async fn serve<S: FrameSource, W: FrameSink>(source: &mut S, sink: &mut W, ctx: 
     };
     let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
-    relay_member(source, sink, ctx, membership, outbox)
+    relay_member(source, sink, ctx, membership, outbox, grant)
         .instrument(span)
         .await;
 }
@@ -183,6 +188,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     ctx: &ServerContext,
     membership: Membership,
     outbox: Arc<Outbox>,
+    grant: Grant,
 ) {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     info!("joined");
@@ -192,7 +198,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         // Reader first: when the client's goodbye and the reset that follows
         // it are seen in one poll, the reason is the goodbye.
         biased;
-        reason = read_loop(source, relay, &membership, &outbox, config) => reason,
+        reason = read_loop(source, relay, &membership, &outbox, config, grant) => reason,
         reason = &mut writer => reason,
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };
@@ -240,6 +246,7 @@ async fn read_loop<S: FrameSource>(
     membership: &Membership,
     outbox: &Outbox,
     config: &Config,
+    grant: Grant,
 ) -> CloseReason {
     let ping = ServerFrame::Ping.to_bytes();
     let pong = ServerFrame::Pong.to_bytes();
@@ -308,6 +315,10 @@ async fn read_loop<S: FrameSource>(
         last_heard = now;
         unanswered_pings = 0;
         match ClientFrame::decode(frame) {
+            Ok(ClientFrame::Data(_)) if grant.read_only => {
+                debug!("a read-only member sent data");
+                return CloseReason::ReadOnly;
+            }
             Ok(ClientFrame::Data(payload)) => {
                 if flood.record(now) {
                     return CloseReason::RateLimit;
@@ -327,8 +338,9 @@ async fn read_loop<S: FrameSource>(
                 }
                 return CloseReason::Normal;
             }
-            Ok(other @ (ClientFrame::Hello(_) | ClientFrame::ListRooms)) => {
-                debug!(frame = ?other, "handshake frame after the handshake");
+            Ok(ClientFrame::Hello(_) | ClientFrame::ListRooms) => {
+                // Not the frame itself: a HELLO may carry a token.
+                debug!("handshake frame after the handshake");
                 return CloseReason::ProtocolError;
             }
             Err(e) => {

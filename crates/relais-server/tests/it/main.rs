@@ -7,4 +7,5 @@ mod pacing;
 mod relay;
 mod rooms;
 mod support;
+mod tokens;
 mod websocket;

@@ -45,9 +45,14 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
+        Self::with_context(ServerContext::new(config)).await
+    }
+
+    /// A server with admission rules (join tokens, origins) as well.
+    pub async fn with_context(ctx: ServerContext) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(config);
+        let server = Server::with_context(ctx);
         let s = server.clone();
         let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
         Self { addr, server, task }
