@@ -1,10 +1,15 @@
-// relais.js's receive modes ("queue" and "latest"):
+// relais.js's receive modes ("queue" and "latest") and join tokens:
 //
 // 1. the queue policy itself, in Node, fed frames directly (no server);
+//    the HELLO with a token and the names of the token refusals, on a
+//    stand-in WebSocket;
 // 2. in headless Chromium against `relais serve --web`: receivers with
 //    `receive: "latest"` that read nothing while others send, join and leave
 //    get, when they resume, at most one message per sender (its newest) and
-//    every joined/left event, in order.
+//    every joined/left event, in order;
+// 3. in headless Chromium against `relais serve --web --token-secret-file`:
+//    a token minted by `relais token` joins, none or someone else's is
+//    refused by name, a read-only member that sends is dropped.
 //
 //   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/relais-js.test.mjs
 //
@@ -13,12 +18,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { readFileSync } from "node:fs";
-import { launchChromium, PATIENCE, relais, root } from "./support.mjs";
+import { readFileSync, writeFileSync, rmSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { launchChromium, PATIENCE, relais, root, RELAIS } from "./support.mjs";
 
 // relais.js is an ES module in a folder without package.json: import it as
 // one whatever Node's module detection (Node 18 would take it for CommonJS).
-const { Client } = await import(
+const { Client, connect, RefusedError, RelaisError, MAX_TOKEN_LEN } = await import(
   `data:text/javascript,${encodeURIComponent(readFileSync(join(root, "web/relais.js"), "utf8"))}`);
 
 // ---- 1. The queue policy, without a network ----
@@ -92,6 +99,49 @@ test("queue mode (the default) keeps every message and drops the oldest event wh
     assert.deepEqual([c.stats.recvDropped, c.stats.recvConflated], [1, 0]);
   } finally {
     c._end({ kind: "closed", text: "test over" }); // no socket to close
+  }
+});
+
+test("connect() sends the token in HELLO and names the token refusals", async () => {
+  const hellos = [];
+  let answer;
+  /** A stand-in WebSocket: records what is sent, answers with `answer`. */
+  class StandIn {
+    constructor() { this.readyState = 1; queueMicrotask(() => this.onopen()); }
+    send(bytes) { hellos.push([...bytes]); queueMicrotask(() => this.onmessage({ data: answer.buffer })); }
+    close() {}
+  }
+  globalThis.WebSocket = StandIn;
+  try {
+    const refused = (code, text) => new Uint8Array([0x82, code, ...enc.encode(text)]);
+    for (const [code, name] of [[7, "token-required"], [8, "token-invalid"], [9, "token-expired"],
+      [10, "not-allowed"], [11, "overloaded"], [12, "too-many-connections"], [13, "too-many-joins"]]) {
+      answer = refused(code, "why");
+      const err = await connect("ws://stand-in/ws", "al", { room: "r", token: "t.k" }).then(() => null, (e) => e);
+      assert.ok(err instanceof RefusedError, String(err));
+      assert.deepEqual(err.reason, { code, name });
+      assert.equal(err.text, "why");
+    }
+    // HELLO: flags 0x02 (token), then u16 length and the token after the room.
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x02, ...str("al"), ...str("r"), 0, 3, ...enc.encode("t.k")]);
+    answer = refused(1, "name taken");
+    await connect("ws://stand-in/ws", "al", { echo: true, token: "" }).catch(() => {});
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x03, ...str("al"), 0, 0, 0]);
+    await connect("ws://stand-in/ws", "al", { room: "r" }).catch(() => {});
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x00, ...str("al"), ...str("r")], "no token: no field");
+    const longest = "x".repeat(MAX_TOKEN_LEN);
+    await connect("ws://stand-in/ws", "al", { token: longest }).catch(() => {});
+    assert.deepEqual(hellos.at(-1).slice(-MAX_TOKEN_LEN - 2, -MAX_TOKEN_LEN), [MAX_TOKEN_LEN >> 8, MAX_TOKEN_LEN & 0xff]);
+
+    // A token that cannot be sent is refused before connecting.
+    const sent = hellos.length;
+    for (const bad of ["x".repeat(MAX_TOKEN_LEN + 1), "tökén", 42]) {
+      const err = await connect("ws://stand-in/ws", "al", { token: bad }).then(() => null, (e) => e);
+      assert.ok(err instanceof RelaisError && err.kind === "invalid-token", String(err));
+    }
+    assert.equal(hellos.length, sent);
+  } finally {
+    delete globalThis.WebSocket;
   }
 });
 
@@ -222,4 +272,78 @@ test("a latest-mode receiver that pauses gets each sender's newest message and e
     assert.equal(r.queued, r.stats.queue.received);
     assert.equal(r.stats.queue.recvConflated, 0);
     assert.ok(r.queued > expectedMessages.length);
+  });
+
+// ---- 3. Join tokens, in Chromium, against a server that requires them ----
+
+/** `relais token ARGS`: the token it prints. */
+function mintToken(args) {
+  const out = spawnSync(RELAIS, ["token", ...args], { encoding: "utf8" });
+  assert.equal(out.status, 0, out.stderr);
+  return out.stdout.trim();
+}
+
+/** Runs in the page: joins with and without tokens; what happened. */
+async function tokenScenario({ tokens }) {
+  const { connect, RefusedError } = await import("/relais.js");
+  const url = `${location.origin.replace(/^http/, "ws")}/ws`;
+  const refusal = (name, options) => connect(url, name, options).then(
+    (c) => { c.close(); return "welcomed"; },
+    (e) => (e instanceof RefusedError ? e.reason.name : `${e.kind}: ${e.message}`));
+  const out = {
+    none: await refusal("alice", { room: "arena" }),
+    someoneElses: await refusal("mallory", { room: "arena", token: tokens.alice }),
+    otherRoom: await refusal("alice", { room: "vip", token: tokens.alice }),
+    garbage: await refusal("alice", { room: "arena", token: "not.a.jwt" }),
+  };
+  const alice = await connect(url, "alice", { room: "arena", token: tokens.alice });
+  out.room = alice.room;
+  const seen = (type) => new Promise((resolve) => {
+    alice.addEventListener(type, (e) => { if (e.detail.name === "viewer") resolve(e.detail); });
+  });
+  const joined = seen("joined"), left = seen("left");
+  const viewer = await connect(url, "viewer", { room: "arena", token: tokens.viewer });
+  await joined;
+  const message = new Promise((resolve) => viewer.addEventListener("message", (e) => resolve(e.detail.text)));
+  alice.send("the show");
+  out.viewerGot = await message;
+  viewer.send("heckle");
+  const status = await viewer.closed;
+  out.viewerStatus = `${status.kind}: ${status.reason?.name}`;
+  out.aliceSaw = (await left).reason.name;
+  alice.close();
+  return out;
+}
+
+test("join tokens from relais.js: a minted one joins, others are refused by name (Chromium, real server)",
+  { timeout: 120_000 }, async (t) => {
+    const secret = join(tmpdir(), `relais-e2e-secret-${process.pid}`);
+    writeFileSync(secret, "e2e secret, at least 32 bytes long\n");
+    const server = relais(["serve", "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--web",
+      "--token-secret-file", secret]);
+    const cleanups = [() => rmSync(secret, { force: true }),
+      async () => { server.child.kill("SIGTERM"); await server.exited; }];
+    t.after(async () => { for (const cleanup of cleanups.reverse()) await cleanup(); });
+    const webUrl = (await server.expectLine(/^relais web on http:\/\//)).split(" ").pop();
+    const tokens = {
+      alice: mintToken(["--secret-file", secret, "--name", "alice", "--room", "arena", "--ttl", "10m"]),
+      viewer: mintToken(["--secret-file", secret, "--name", "viewer", "--room-prefix", "ar", "--read-only"]),
+    };
+
+    const browser = await launchChromium();
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage();
+    page.on("pageerror", (err) => console.error(`page error: ${err.message}`));
+    await page.goto(new URL("/relais.js", webUrl).href);
+    const out = await page.evaluate(tokenScenario, { tokens });
+    assert.deepEqual(out, {
+      none: "token-required",
+      someoneElses: "not-allowed",
+      otherRoom: "not-allowed",
+      garbage: "token-invalid",
+      room: "arena",
+      viewerGot: "the show",
+      viewerStatus: "goodbye: read-only",
+      aliceSaw: "read-only",
+    });
   });

@@ -2,13 +2,17 @@
 
 /** The protocol version this client speaks. */
 export const VERSION: 1;
+/** Longest join token a HELLO may carry, in bytes of ASCII. */
+export const MAX_TOKEN_LEN: 2048;
 
 export type RefuseReasonName =
   | "name-taken" | "invalid-name" | "invalid-room"
-  | "unsupported-version" | "server-full" | "room-full";
+  | "unsupported-version" | "server-full" | "room-full"
+  | "token-required" | "token-invalid" | "token-expired" | "not-allowed"
+  | "overloaded" | "too-many-connections" | "too-many-joins";
 export type CloseReasonName =
   | "normal" | "server-shutdown" | "slow-consumer" | "timeout"
-  | "rate-limit" | "protocol-error" | "connection-lost";
+  | "rate-limit" | "protocol-error" | "connection-lost" | "read-only";
 
 /** Refusal codes by name. */
 export const RefuseReason: Readonly<Record<RefuseReasonName, number>>;
@@ -22,7 +26,7 @@ export interface Reason<N extends string> {
 }
 
 export type ErrorKind =
-  | "refused" | "invalid-name" | "timeout" | "connection"
+  | "refused" | "invalid-name" | "invalid-token" | "timeout" | "connection"
   | "protocol" | "closed" | "too-large";
 
 /** Why connecting failed, or why a client is unusable. */
@@ -86,6 +90,14 @@ export interface ConnectOptions {
   queueSize?: number;
   /** How long the handshake may take. Default 10 000 ms. */
   timeoutMs?: number;
+  /**
+   * A join token from the game's backend (a JWT, at most `MAX_TOKEN_LEN`
+   * ASCII bytes), for servers that require one; a server without a token key
+   * ignores it. Refusals: "token-required", "token-invalid", "token-expired",
+   * "not-allowed". A token that is not ASCII or too long rejects with a
+   * RelaisError of kind "invalid-token" before connecting.
+   */
+  token?: string;
 }
 
 /** What the receive queue keeps (see `ConnectOptions.receive`). */

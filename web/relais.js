@@ -17,17 +17,21 @@ export const VERSION = 1;
 
 const HELLO = 0x01, DATA = 0x02, PING = 0x10, PONG = 0x11, GOODBYE = 0x12;
 const WELCOME = 0x81, REFUSED = 0x82, MESSAGE = 0x83, JOINED = 0x84, LEFT = 0x85;
-const FLAG_ECHO = 0x01;
+const FLAG_ECHO = 0x01, FLAG_TOKEN = 0x02;
+/** Longest join token a HELLO may carry, in bytes of ASCII. */
+export const MAX_TOKEN_LEN = 2048;
 
 /** Refusal codes (REFUSED frame) by name. */
 export const RefuseReason = Object.freeze({
   "name-taken": 1, "invalid-name": 2, "invalid-room": 3,
   "unsupported-version": 4, "server-full": 5, "room-full": 6,
+  "token-required": 7, "token-invalid": 8, "token-expired": 9, "not-allowed": 10,
+  "overloaded": 11, "too-many-connections": 12, "too-many-joins": 13,
 });
 /** Close/leave codes (GOODBYE and LEFT frames) by name. */
 export const CloseReason = Object.freeze({
   "normal": 0, "server-shutdown": 1, "slow-consumer": 2, "timeout": 3,
-  "rate-limit": 4, "protocol-error": 5, "connection-lost": 6,
+  "rate-limit": 4, "protocol-error": 5, "connection-lost": 6, "read-only": 7,
 });
 const nameOf = (table, code) =>
   Object.keys(table).find((k) => table[k] === code) ?? `unknown-${code}`;
@@ -38,8 +42,8 @@ const closeReason = (code) => ({ code, name: nameOf(CloseReason, code) });
 
 /**
  * Why connecting failed, or why a client is unusable. `kind` is one of
- * "refused", "invalid-name", "timeout", "connection", "protocol", "closed",
- * "too-large".
+ * "refused", "invalid-name", "invalid-token", "timeout", "connection",
+ * "protocol", "closed", "too-large".
  */
 export class RelaisError extends Error {
   constructor(kind, message) {
@@ -75,6 +79,17 @@ function checkName(what, s) {
   if (len < 1 || len > 64 || /[\u0000-\u001f\u007f-\u009f]/.test(s)) {
     throw new RelaisError("invalid-name", `invalid ${what} ${JSON.stringify(s)}: 1-64 bytes, no control characters`);
   }
+}
+
+/** A join token as HELLO carries it: u16 length, then its ASCII bytes. */
+function tokenField(token) {
+  if (typeof token !== "string" || !/^[\x00-\x7f]*$/.test(token)) {
+    throw new RelaisError("invalid-token", "the join token must be an ASCII string (a JWT)");
+  }
+  if (token.length > MAX_TOKEN_LEN) {
+    throw new RelaisError("invalid-token", `join token of ${token.length} bytes exceeds the maximum of ${MAX_TOKEN_LEN}`);
+  }
+  return [token.length >> 8, token.length & 0xff, ...encoder.encode(token)];
 }
 
 /** A cursor over one frame body. */
@@ -123,15 +138,21 @@ export class Message {
  *   dropped, or the oldest event if only joined/left events wait
  *   (`stats.recvDropped`).
  * `onevent` and the DOM events still see every message as it arrives.
+ *
+ * `options.token` is a join token from the game's backend, for servers that
+ * require one (PROTOCOL.md, "Join tokens"); a server without a token key
+ * ignores it. Without a valid one the server refuses with "token-required",
+ * "token-invalid", "token-expired" or "not-allowed" (`RefusedError.reason`).
  */
 export function connect(url, name, options = {}) {
-  const { room = "", echo = false, queueSize = 1024, timeoutMs = 10000, receive = "queue" } = options;
+  const { room = "", echo = false, queueSize = 1024, timeoutMs = 10000, receive = "queue", token } = options;
   return new Promise((resolve, reject) => {
     if (receive !== "queue" && receive !== "latest") {
       throw new TypeError(`receive must be "queue" or "latest", not ${JSON.stringify(receive)}`);
     }
     checkName("name", name);
     if (room !== "") checkName("room", room);
+    const tokenBytes = token == null ? [] : tokenField(token);
     const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     let done = false;
@@ -146,8 +167,9 @@ export function connect(url, name, options = {}) {
     ws.onerror = () => fail(new RelaisError("connection", `cannot connect to ${url}`));
     ws.onclose = (e) => fail(new RelaisError("connection", `connection closed during handshake (code ${e.code})`));
     ws.onopen = () => {
-      ws.send(new Uint8Array([HELLO, VERSION >> 8, VERSION & 0xff, echo ? FLAG_ECHO : 0,
-        ...shortString(name), ...shortString(room)]));
+      const flags = (echo ? FLAG_ECHO : 0) | (token == null ? 0 : FLAG_TOKEN);
+      ws.send(new Uint8Array([HELLO, VERSION >> 8, VERSION & 0xff, flags,
+        ...shortString(name), ...shortString(room), ...tokenBytes]));
     };
     ws.onmessage = (e) => {
       if (done) return;

@@ -40,8 +40,40 @@ fn write(dir: &Path, name: &str, header: &[u8], stream: &[u8]) {
     std::fs::write(dir.join(format!("seed-{name}")), seed).unwrap();
 }
 
+/// Seeds of the `token` target (input format in `src/token.rs`).
+fn token_seeds(dir: &Path) {
+    use relais_fuzz::token::{edit, harness};
+    let [hmac, ed] = &harness().minted;
+    let (ed, hmac) = (ed.as_bytes(), hmac.as_bytes());
+    // Time byte for NOW (bits 2-7 = 20) with mode and key in bits 0-1.
+    let at_now = 20 << 2;
+    write(dir, "hmac-as-text", &[at_now], hmac);
+    write(dir, "ed25519-as-text", &[at_now | 0b10], ed);
+    write(dir, "hmac-unedited", &[at_now | 0b01], &[]);
+    write(dir, "ed25519-unedited", &[at_now | 0b11], &[]);
+    write(dir, "hmac-expired", &[63 << 2 | 0b01], &[]);
+    let last = hmac.len() as u16 - 1;
+    let dot = hmac.iter().position(|&b| b == b'.').unwrap() as u16;
+    let edits = [
+        ("signature-last-char", edit(last, b'B').to_vec()),
+        ("signature-appended", edit(last + 1, b'A').to_vec()),
+        ("header-first-char-deleted", edit(0, 0).to_vec()),
+        ("first-dot-replaced", edit(dot, b'x').to_vec()),
+        ("two-edits", [edit(5, b'Q'), edit(dot + 3, b'z')].concat()),
+    ];
+    for (name, edits) in &edits {
+        write(dir, &format!("hmac-{name}"), &[at_now | 0b01], edits);
+        write(dir, &format!("ed25519-{name}"), &[at_now | 0b11], edits);
+    }
+    let alg_none = b"eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.\
+        eyJzdWIiOiJhbGljZSIsInJvb20iOiJhcmVuYSIsImV4cCI6NDEwMjQ0NDgwMH0.";
+    write(dir, "alg-none", &[at_now], alg_none);
+    write(dir, "not-a-jwt", &[at_now], b"not-a-jwt");
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    token_seeds(&root.join("token"));
     let max_name = "n".repeat(MAX_NAME_LEN);
 
     // Client frames.

@@ -13,6 +13,10 @@
 //! The stream is decoded twice, once in a single piece and once fed chunk by
 //! chunk into one reused buffer (as a socket reader does); both runs must
 //! yield the same frames and end the same way.
+//!
+//! The `token` target has a format of its own, see [`token`].
+
+pub mod token;
 
 use bytes::{Bytes, BytesMut};
 use relais_protocol::frames::{encode_data, kind};

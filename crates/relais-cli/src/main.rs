@@ -12,6 +12,7 @@ use settings::{FileSettings, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
 mod settings;
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +53,8 @@ enum Command {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Mint a join token, as a game backend does (for testing): prints it.
+    Token(token::TokenArgs),
 }
 
 /// How a client subcommand connects: plaintext unless asked.
@@ -97,6 +100,13 @@ struct Target {
     room: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
+    /// The join token, for servers that require one (visible to other
+    /// local users in the process list: prefer --token-file).
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// A file holding the join token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn default_watch_name() -> String {
@@ -116,6 +126,7 @@ fn main() -> ExitCode {
         Command::Chat { name, target } => chat(&name, &target),
         Command::Watch { name, target } => watch(&name, &target),
         Command::Rooms { server, tls } => rooms(&server, &tls),
+        Command::Token(args) => token::mint(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -137,6 +148,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         web,
         mut config,
         tls,
+        token_key,
+        allowed_origins,
     } = Settings::resolve(&args, &file)?;
     // Before anything listens: a missing or bad certificate stops the start.
     let tls = match tls {
@@ -155,6 +168,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let mut ctx = relais_server::ServerContext::new(config);
+    if let Some(key) = token_key {
+        let verifier = key.load()?;
+        tracing::info!(algorithm = %verifier.kind(), "join tokens required");
+        ctx = ctx.with_auth(verifier);
+    }
+    if let Some(origins) = allowed_origins {
+        tracing::info!(%origins, "WebSocket upgrades only from these origins");
+        ctx = ctx.with_allowed_origins(origins);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -163,7 +186,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ws_listener = tokio::net::TcpListener::bind(ws_listen)
             .await
             .with_context(|| format!("cannot listen on {ws_listen}"))?;
-        let mut server = relais_server::Server::new(config);
+        let mut server = relais_server::Server::with_context(ctx);
         if let Some(tls) = tls {
             #[cfg(unix)]
             tokio::spawn(reload_on_sighup(tls.clone())?);
@@ -240,6 +263,14 @@ fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
     }
     if let Some(tls) = target.tls.options() {
         builder = builder.tls(tls);
+    }
+    if let Some(token) = &target.token {
+        builder = builder.token(token);
+    }
+    if let Some(path) = &target.token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        builder = builder.token(token.trim());
     }
     builder
         .connect(target.server.as_str())

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use relais_server::auth::Verifier;
+use relais_server::origins::AllowedOrigins;
 use relais_server::Config;
 use serde::Deserialize;
 
@@ -77,6 +79,19 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or SEC1).
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Require a join token signed with HS256 and this shared secret: the
+    /// file's bytes (one trailing newline trimmed), at least 32 of them.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+    /// Require a join token signed with the private half of this PEM public
+    /// key: Ed25519 (EdDSA) or RSA (RS256).
+    #[arg(long, value_name = "FILE")]
+    pub token_public_key: Option<PathBuf>,
+    /// Accept WebSocket upgrades only from pages of these origins
+    /// (scheme://host[:port], comma-separated); others get 403. Unset: any
+    /// page on the web may connect.
+    #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -105,6 +120,9 @@ pub struct FileSettings {
     max_memory_bytes: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    token_secret_file: Option<PathBuf>,
+    token_public_key: Option<PathBuf>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl FileSettings {
@@ -125,6 +143,9 @@ pub struct Settings {
     pub config: Config,
     /// Certificate chain and key files, if both listeners speak TLS.
     pub tls: Option<TlsFiles>,
+    /// Where the join-token key is, if tokens are required.
+    pub token_key: Option<TokenKey>,
+    pub allowed_origins: Option<AllowedOrigins>,
 }
 
 /// `--tls-cert` and `--tls-key`.
@@ -132,6 +153,26 @@ pub struct Settings {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// The key `relais serve` verifies join tokens with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKey {
+    /// `--token-secret-file`: an HS256 shared secret.
+    Secret(PathBuf),
+    /// `--token-public-key`: an Ed25519 or RSA public key (PEM).
+    PublicKey(PathBuf),
+}
+
+impl TokenKey {
+    /// Reads the key; a missing file or an unfit key is a start-up error.
+    pub fn load(&self) -> anyhow::Result<Verifier> {
+        let (verifier, path) = match self {
+            Self::Secret(path) => (Verifier::from_secret_file(path), path),
+            Self::PublicKey(path) => (Verifier::from_public_key_file(path), path),
+        };
+        verifier.with_context(|| format!("unusable join-token key {}", path.display()))
+    }
 }
 
 impl Settings {
@@ -258,6 +299,15 @@ impl Settings {
             web: args.web || file.web.unwrap_or(false),
             config,
             tls: tls_files(args, file)?,
+            token_key: token_key(args, file)?,
+            allowed_origins: match args
+                .allowed_origins
+                .as_ref()
+                .or(file.allowed_origins.as_ref())
+            {
+                Some(list) => Some(AllowedOrigins::new(list)?),
+                None => None,
+            },
         })
     }
 }
@@ -274,6 +324,27 @@ fn tls_files(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<Tls
     }
 }
 
+/// The join-token key: a secret or a public key, not both (wherever each
+/// is set, flag or file).
+fn token_key(args: &ServeArgs, file: &FileSettings) -> anyhow::Result<Option<TokenKey>> {
+    let secret = args
+        .token_secret_file
+        .as_ref()
+        .or(file.token_secret_file.as_ref());
+    let public = args
+        .token_public_key
+        .as_ref()
+        .or(file.token_public_key.as_ref());
+    match (secret, public) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "token-secret-file and token-public-key are both set: a server verifies with one key"
+        ),
+        (Some(path), None) => Ok(Some(TokenKey::Secret(path.clone()))),
+        (None, Some(path)) => Ok(Some(TokenKey::PublicKey(path.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +357,8 @@ mod tests {
         assert_eq!(s.ws_listen.to_string(), "127.0.0.1:7778");
         assert!(!s.web);
         assert_eq!(s.tls, None, "plaintext by default");
+        assert_eq!(s.token_key, None);
+        assert_eq!(s.allowed_origins, None);
     }
 
     #[test]
@@ -316,6 +389,48 @@ mod tests {
             let err = Settings::resolve(&args, &FileSettings::default()).unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
         }
+    }
+
+    #[test]
+    fn token_keys_and_origins_from_flags_or_file_one_key_only() {
+        let file: FileSettings = toml::from_str(
+            "token_public_key = \"keys/relais.pub\"\nallowed_origins = [\"https://game.example\"]\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(
+            s.token_key,
+            Some(TokenKey::PublicKey("keys/relais.pub".into()))
+        );
+        let origins = s.allowed_origins.unwrap();
+        assert!(origins.allows(Some("https://game.example")));
+        assert!(!origins.allows(Some("https://other.example")));
+
+        let args = ServeArgs {
+            allowed_origins: Some(vec!["https://other.example".into()]),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args, &file).unwrap();
+        assert!(s
+            .allowed_origins
+            .unwrap()
+            .allows(Some("https://other.example")));
+
+        let both = ServeArgs {
+            token_secret_file: Some("secret".into()),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(&both, &file).unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        let s = Settings::resolve(&both, &FileSettings::default()).unwrap();
+        assert_eq!(s.token_key, Some(TokenKey::Secret("secret".into())));
+
+        let bad = ServeArgs {
+            allowed_origins: Some(vec!["game.example".into()]),
+            ..ServeArgs::default()
+        };
+        let err = Settings::resolve(&bad, &FileSettings::default()).unwrap_err();
+        assert!(err.to_string().contains("game.example"), "{err}");
     }
 
     #[test]

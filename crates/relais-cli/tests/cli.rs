@@ -95,15 +95,17 @@ impl Drop for Proc {
     }
 }
 
-/// `relais serve` on ephemeral ports, and its TCP address.
-fn serve() -> (Proc, String) {
-    let server = relais(&[
+/// `relais serve` on ephemeral ports with `extra` flags; its TCP address.
+fn serve(extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--ws-listen",
         "127.0.0.1:0",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let server = relais(&args);
     let line = server.expect("stdout", "listening on");
     let addr = line.rsplit(' ').next().unwrap().to_string();
     (server, addr)
@@ -111,7 +113,7 @@ fn serve() -> (Proc, String) {
 
 #[test]
 fn two_chat_terminals_talk_through_a_server() {
-    let (mut server, addr) = serve();
+    let (mut server, addr) = serve(&[]);
 
     let mut alice = relais(&["chat", "--name", "alice", "--server", &addr]);
     alice.expect("stderr", "joined room");
@@ -255,7 +257,7 @@ fn tls_settings_that_cannot_work_stop_the_start_with_the_reason() {
 
 #[test]
 fn tls_clients_against_a_plaintext_server_fail_clearly() {
-    let (_server, addr) = serve();
+    let (_server, addr) = serve(&[]);
     let mut rooms = relais(&["rooms", "--tls", "--server", &addr]);
     rooms.expect("stderr", "does not speak TLS");
     assert!(!rooms.wait_exit().success());
@@ -271,4 +273,162 @@ fn tls_clients_against_a_plaintext_server_fail_clearly() {
     ]);
     chat.expect("stderr", "cannot read CA file /nonexistent/ca.pem");
     assert!(!chat.wait_exit().success());
+}
+
+/// A file in the system's temporary directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("relais-cli-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A TEST key of `relais-server/tests/fixtures`.
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../relais-server/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `relais token ARGS`: the token it prints.
+fn mint(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_relais"))
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "relais token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    token
+}
+
+#[test]
+fn minted_tokens_let_chat_and_watch_into_a_server_that_requires_them() {
+    let secret = TempFile::new("secret", b"0123456789abcdef0123456789abcdef\n");
+    let (_server, addr) = serve(&["--token-secret-file", secret.path()]);
+    let key = ["--secret-file", secret.path()];
+    let alice = mint(
+        &[
+            &key[..],
+            &["--name", "alice", "--room", "arena", "--ttl", "1h"],
+        ]
+        .concat(),
+    );
+    let viewer = mint(
+        &[
+            &key[..],
+            &[
+                "--name",
+                "viewer",
+                "--room-prefix",
+                "are",
+                "--ttl",
+                "90s",
+                "--read-only",
+            ],
+        ]
+        .concat(),
+    );
+
+    let target = ["--room", "arena", "--server", &addr];
+    let chat = |name: &str, extra: &[&str]| {
+        relais(&[&["chat", "--name", name][..], &target, extra].concat())
+    };
+    let mut alice_chat = chat("alice", &["--token", &alice]);
+    alice_chat.expect("stderr", "joined room \"arena\"");
+    let viewer_file = TempFile::new("viewer-token", format!("{viewer}\n").as_bytes());
+    let watcher = relais(
+        &[
+            &["watch", "--name", "viewer"][..],
+            &target,
+            &["--token-file", viewer_file.path()],
+        ]
+        .concat(),
+    );
+    watcher.expect("stderr", "watching room \"arena\"");
+    alice_chat.expect("stdout", "* viewer joined");
+    alice_chat.type_line("hello viewers");
+    assert_eq!(watcher.expect("stdout", "hello"), "alice: hello viewers");
+
+    // No token, or someone else's: the reason on stderr, a non-zero exit.
+    let mut nobody = chat("carol", &[]);
+    nobody.expect("stderr", "token required");
+    assert!(!nobody.wait_exit().success());
+    let mut impostor = chat("mallory", &["--token", &alice]);
+    let line = impostor.expect("stderr", "not allowed");
+    assert!(line.contains("token is for name \"alice\""), "{line}");
+    assert!(!line.contains(&alice), "the token is echoed: {line}");
+    assert!(!impostor.wait_exit().success());
+}
+
+#[test]
+fn public_key_tokens_and_start_up_errors() {
+    let (_server, addr) = serve(&["--token-public-key", &fixture("test-ed25519.pub")]);
+    let private = fixture("test-ed25519.key");
+    let token = mint(&["--private-key", &private, "--name", "ed", "--room", "lobby"]);
+    let mut ed = relais(&["chat", "--name", "ed", "--server", &addr, "--token", &token]);
+    ed.expect("stderr", "joined room \"lobby\"");
+    drop(ed.stdin.take());
+    assert!(ed.wait_exit().success());
+
+    let short = TempFile::new("short-secret", b"31 bytes, one short of enough!!\n");
+    let both = TempFile::new(
+        "both.toml",
+        format!("token_public_key = {:?}\n", fixture("test-ed25519.pub")).as_bytes(),
+    );
+    for (args, error) in [
+        (vec!["--token-secret-file", short.path()], "at least 32"),
+        (vec!["--token-public-key", &private], "private key"),
+        (
+            vec!["--token-public-key", &fixture("test-p256.pub")],
+            "Ed25519 or RSA",
+        ),
+        (
+            vec!["--token-secret-file", "/nonexistent/secret"],
+            "cannot read",
+        ),
+        (
+            vec!["--config", both.path(), "--token-secret-file", short.path()],
+            "both set",
+        ),
+        (
+            vec!["--allowed-origins", "https://ok.example,game.example"],
+            "game.example",
+        ),
+    ] {
+        let mut server = relais(
+            &[
+                &[
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--ws-listen",
+                    "127.0.0.1:0",
+                ][..],
+                &args,
+            ]
+            .concat(),
+        );
+        server.expect("stderr", error);
+        assert!(!server.wait_exit().success(), "{args:?}");
+    }
 }

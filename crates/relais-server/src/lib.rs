@@ -13,6 +13,8 @@
 //!   of its listener (upgrade, demo page).
 //! - [`tls`]: TLS under either transport, and certificate reload.
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
+//! - [`auth`]: join tokens (who may join which room); [`origins`]: which web
+//!   pages may open a WebSocket.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -22,10 +24,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod batching;
 pub mod budget;
 pub mod config;
 pub mod fdlimit;
+pub mod origins;
 pub mod outbox;
 pub mod pacing;
 pub mod per_ip;
@@ -57,7 +61,7 @@ use per_ip::{IpGuard, PerIp};
 pub use relay::Relay;
 
 /// What every session of one server shares: the relay, the limits, the
-/// shutdown signal, and the counts limits are checked against.
+/// shutdown signal, who may join, and the counts limits are checked against.
 #[derive(Debug)]
 pub struct ServerContext {
     /// The rooms and their members.
@@ -66,6 +70,12 @@ pub struct ServerContext {
     pub config: Config,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// With a verifier, every `HELLO` must carry a join token it accepts;
+    /// without (the default), tokens are ignored.
+    pub auth: Option<auth::Verifier>,
+    /// With a list, WebSocket upgrades must come from one of its origins;
+    /// without (the default), from any page.
+    pub allowed_origins: Option<origins::AllowedOrigins>,
     /// The server-wide memory budget.
     pub budget: Arc<MemoryBudget>,
     /// Per-address connection, handshake and join counts.
@@ -126,7 +136,21 @@ impl ServerContext {
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
             config,
             shutdown: CancellationToken::new(),
+            auth: None,
+            allowed_origins: None,
         }
+    }
+
+    /// Requires a join token accepted by `verifier` from every client.
+    pub fn with_auth(mut self, verifier: auth::Verifier) -> Self {
+        self.auth = Some(verifier);
+        self
+    }
+
+    /// Accepts WebSocket upgrades only from pages of these origins.
+    pub fn with_allowed_origins(mut self, origins: origins::AllowedOrigins) -> Self {
+        self.allowed_origins = Some(origins);
+        self
     }
 
     /// Admits a new connection from `peer` (`None`: not a network peer, as
@@ -176,8 +200,22 @@ pub struct Server {
 impl Server {
     /// A server with the given limits, serving nothing yet.
     pub fn new(config: Config) -> Self {
+        Self::with_context(ServerContext::new(config))
+    }
+
+    /// A server with the given limits and admission rules (join tokens,
+    /// WebSocket origins), serving nothing yet.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), relais_server::auth::KeyError> {
+    /// use relais_server::{auth::Verifier, Config, Server, ServerContext};
+    /// let verifier = Verifier::from_secret_file("token-secret".as_ref())?;
+    /// let server = Server::with_context(ServerContext::new(Config::default()).with_auth(verifier));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_context(ctx: ServerContext) -> Self {
         Self {
-            ctx: Arc::new(ServerContext::new(config)),
+            ctx: Arc::new(ctx),
             tasks: TaskTracker::new(),
             tls: None,
         }

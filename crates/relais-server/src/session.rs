@@ -22,6 +22,7 @@ use relais_protocol::{
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
+use crate::auth::{self, Grant};
 use crate::batching::Batching;
 use crate::budget::Charge;
 use crate::outbox::{Outbox, PONG_SLOT};
@@ -163,10 +164,10 @@ async fn serve<S: FrameSource, W: FrameSink>(
                     "expected HELLO, got {other:?}"
                 ))]),
                 Err(DecodeError::InvalidUtf8 { field }) if is_hello => {
-                    let reason = if field == "room" {
-                        RefuseReason::InvalidRoom
-                    } else {
-                        RefuseReason::InvalidName
+                    let reason = match field {
+                        "room" => RefuseReason::InvalidRoom,
+                        "token" => RefuseReason::TokenInvalid,
+                        _ => RefuseReason::InvalidName,
                     };
                     Err(vec![refusal(
                         reason,
@@ -193,18 +194,26 @@ async fn serve<S: FrameSource, W: FrameSink>(
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes, ctx.budget.clone()));
-    let admitted = admission.try_join().and_then(|()| {
-        if ctx.budget.try_admit(0) {
-            Ok(())
-        } else {
-            Err(RefuseReason::Overloaded)
-        }
-    });
-    let membership = match admitted
+    // The join rate and the budget first (cheap, and they bound the work a
+    // stranger can cause), then the token: nobody sees a client join that
+    // it does not admit.
+    let admitted = admission
+        .try_join()
+        .and_then(|()| {
+            if ctx.budget.try_admit(0) {
+                Ok(())
+            } else {
+                Err(RefuseReason::Overloaded)
+            }
+        })
         .map_err(|reason| (reason, reason.to_string()))
-        .and_then(|()| admit(relay, &hello, outbox.clone()))
-    {
-        Ok(m) => m,
+        .and_then(|()| {
+            auth::check_hello(ctx.auth.as_ref(), &hello, auth::unix_now())
+                .map_err(|e| (e.refuse_reason(), e.to_string()))
+        })
+        .and_then(|grant| Ok((admit(relay, &hello, outbox.clone())?, grant)));
+    let (membership, grant) = match admitted {
+        Ok(admitted) => admitted,
         Err((reason, text)) => {
             debug!(name = %hello.name, %reason, "refused");
             let last_words = [refusal(reason, &text)];
@@ -213,7 +222,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
     };
     let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
-    relay_member(source, sink, ctx, membership, outbox)
+    relay_member(source, sink, ctx, membership, outbox, grant)
         .instrument(span)
         .await;
 }
@@ -225,6 +234,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     ctx: &ServerContext,
     membership: Membership,
     outbox: Arc<Outbox>,
+    grant: Grant,
 ) {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     info!("joined");
@@ -234,7 +244,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         // Reader first: when the client's goodbye and the reset that follows
         // it are seen in one poll, the reason is the goodbye.
         biased;
-        reason = read_loop(source, relay, &membership, &outbox, config) => reason,
+        reason = read_loop(source, relay, &membership, &outbox, config, grant) => reason,
         reason = &mut writer => reason,
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };
@@ -282,6 +292,7 @@ async fn read_loop<S: FrameSource>(
     membership: &Membership,
     outbox: &Outbox,
     config: &Config,
+    grant: Grant,
 ) -> CloseReason {
     let ping = ServerFrame::Ping.to_bytes();
     let pong = ServerFrame::Pong.to_bytes();
@@ -358,6 +369,10 @@ async fn read_loop<S: FrameSource>(
         last_heard = now;
         unanswered_pings = 0;
         match ClientFrame::decode(frame) {
+            Ok(ClientFrame::Data(_)) if grant.read_only => {
+                debug!("a read-only member sent data");
+                return CloseReason::ReadOnly;
+            }
             Ok(ClientFrame::Data(payload)) => {
                 if flood.record(now) {
                     return CloseReason::RateLimit;
@@ -380,8 +395,9 @@ async fn read_loop<S: FrameSource>(
                 }
                 return CloseReason::Normal;
             }
-            Ok(other @ (ClientFrame::Hello(_) | ClientFrame::ListRooms)) => {
-                debug!(frame = ?other, "handshake frame after the handshake");
+            Ok(ClientFrame::Hello(_) | ClientFrame::ListRooms) => {
+                // Not the frame itself: a HELLO may carry a token.
+                debug!("handshake frame after the handshake");
                 return CloseReason::ProtocolError;
             }
             Err(e) => {

@@ -32,6 +32,9 @@ pub(crate) enum Request {
     Upgrade {
         /// The client's `Sec-WebSocket-Key`.
         key: String,
+        /// The `Origin` header: the page that opens the socket, if a
+        /// browser's.
+        origin: Option<String>,
         /// Bytes the client sent after the head (already WebSocket frames).
         leftover: Vec<u8>,
     },
@@ -69,6 +72,15 @@ impl Response {
 
     pub fn server_full() -> Self {
         Self::text(503, "Service Unavailable", "relais: server full\n")
+    }
+
+    /// The answer to an upgrade from an origin not in the allowed list.
+    pub fn forbidden_origin(origin: Option<&str>) -> Self {
+        let body = match origin {
+            None => "relais: this WebSocket port requires an Origin header from an allowed page\n",
+            Some(_) => "relais: this page's origin may not open a WebSocket here\n",
+        };
+        Self::text(403, "Forbidden", body)
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -174,6 +186,7 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request,
         };
         return Ok(Request::Upgrade {
             key: key.to_string(),
+            origin: header(request, "origin").map(str::to_string),
             leftover: rest.to_vec(),
         });
     }

@@ -130,7 +130,17 @@ pub(crate) async fn serve_connection(
         }
     };
     let (key, leftover) = match request {
-        Request::Upgrade { key, leftover } => (key, leftover),
+        Request::Upgrade { origin, .. }
+            if ctx
+                .allowed_origins
+                .as_ref()
+                .is_some_and(|allowed| !allowed.allows(origin.as_deref())) =>
+        {
+            debug!(%peer, ?origin, "origin not allowed");
+            let response = web::Response::forbidden_origin(origin.as_deref());
+            return web::respond(stream, response).await;
+        }
+        Request::Upgrade { key, leftover, .. } => (key, leftover),
         Request::Plain { .. } if admission.is_err() => {
             return web::respond(stream, web::Response::server_full()).await
         }
@@ -439,7 +449,9 @@ fn close_code_for(reason: Option<CloseReason>) -> CloseCode {
         None | Some(CloseReason::Normal) => CloseCode::Normal,
         Some(CloseReason::ServerShutdown) => CloseCode::Away,
         Some(CloseReason::ProtocolError) => CloseCode::Protocol,
-        Some(CloseReason::SlowConsumer | CloseReason::RateLimit) => CloseCode::Policy,
+        Some(CloseReason::SlowConsumer | CloseReason::RateLimit | CloseReason::ReadOnly) => {
+            CloseCode::Policy
+        }
         Some(_) => CloseCode::Normal,
     }
 }

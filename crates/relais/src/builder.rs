@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use relais_protocol::{
     validate_name, validate_room, ClientFrame, FrameDecoder, Hello, RoomInfo, ServerFrame, Welcome,
-    MAX_FRAME_LEN, MAX_PAYLOAD, VERSION,
+    MAX_FRAME_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN, VERSION,
 };
 
 use crate::addr::ServerAddr;
@@ -108,6 +108,17 @@ pub struct ClientBuilder {
     receive_mode: ReceiveMode,
     inbound_capacity: usize,
     outbound_capacity: usize,
+    token: Option<Token>,
+}
+
+/// A join token, left out of `Debug` output (it is a credential).
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 impl ClientBuilder {
@@ -123,6 +134,7 @@ impl ClientBuilder {
             receive_mode: ReceiveMode::Queue,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
+            token: None,
         }
     }
 
@@ -130,6 +142,27 @@ impl ClientBuilder {
     /// [`DEFAULT_ROOM`](crate::DEFAULT_ROOM); [`Client::room`] tells which.
     pub fn room(mut self, room: &str) -> Self {
         self.room = room.to_owned();
+        self
+    }
+
+    /// The join token to present, for servers that require one (minted by
+    /// the game's backend for this name and room; see PROTOCOL.md, "Join
+    /// tokens"). A server without a token key ignores it. At most
+    /// [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN) bytes of ASCII, checked by
+    /// [`connect`](Self::connect) before connecting.
+    ///
+    /// ```no_run
+    /// let token = std::fs::read_to_string("alice.jwt")?;
+    /// let client = relais::Client::builder("alice")
+    ///     .room("arena")
+    ///     .token(token.trim())
+    ///     .connect("127.0.0.1:7777")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The builder's `Debug` output shows the token's length, not the token.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token(token.into()));
         self
     }
 
@@ -239,6 +272,17 @@ impl ClientBuilder {
         if !self.room.is_empty() {
             validate_room(&self.room).map_err(ConnectError::InvalidRoom)?;
         }
+        if let Some(Token(token)) = &self.token {
+            if token.len() > MAX_TOKEN_LEN {
+                return Err(ConnectError::TokenTooLong {
+                    len: token.len(),
+                    max: MAX_TOKEN_LEN,
+                });
+            }
+            if !token.is_ascii() {
+                return Err(ConnectError::TokenNotAscii);
+            }
+        }
         let now = Instant::now();
         // A timeout too long to represent as an instant is as good as none.
         let deadline = now
@@ -252,7 +296,7 @@ impl ClientBuilder {
             name: self.name.clone(),
             room: self.room.clone(),
             echo: self.echo,
-            token: None,
+            token: self.token.clone().map(|Token(token)| token),
         };
         let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
 

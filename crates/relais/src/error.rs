@@ -23,6 +23,17 @@ pub enum ConnectError {
     /// The room name breaks the naming rules; nothing was sent.
     #[error("invalid room name: {0}")]
     InvalidRoom(NameError),
+    /// The join token is longer than the protocol allows; nothing was sent.
+    #[error("join token of {len} bytes exceeds the maximum of {max}")]
+    TokenTooLong {
+        /// The token's length in bytes.
+        len: usize,
+        /// The largest allowed, [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN).
+        max: usize,
+    },
+    /// The join token is not ASCII (a JWT always is); nothing was sent.
+    #[error("join token is not ASCII")]
+    TokenNotAscii,
     /// The TCP connection and handshake did not complete within the connect
     /// timeout.
     #[error("timed out connecting to the server")]

@@ -62,7 +62,7 @@ pub use bytes::Bytes;
 pub use client::{Client, Event, Iter, Message, Stats};
 pub use error::{ConnectError, Disconnect, RecvError, SendError};
 pub use relais_protocol::{
-    CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD,
+    CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD, MAX_TOKEN_LEN,
 };
 pub use tls::TlsOptions;
 

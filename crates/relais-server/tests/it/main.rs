@@ -9,4 +9,5 @@ mod relay;
 mod rooms;
 mod support;
 mod tls;
+mod tokens;
 mod websocket;

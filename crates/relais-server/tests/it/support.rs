@@ -51,7 +51,12 @@ impl TestServer {
     }
 
     pub async fn with_config(config: Config) -> Self {
-        Self::serving(Server::new(config)).await
+        Self::with_context(ServerContext::new(config)).await
+    }
+
+    /// A server with admission rules (join tokens, origins) as well.
+    pub async fn with_context(ctx: ServerContext) -> Self {
+        Self::serving(Server::with_context(ctx)).await
     }
 
     /// Serves TCP clients with `server` (e.g. one with TLS).
