@@ -95,9 +95,11 @@ pub const MAX_REFUSING: usize = 256;
 /// it is dropped.
 #[derive(Debug)]
 pub struct Admission {
-    _permit: Option<OwnedSemaphorePermit>,
-    ip: Option<IpGuard>,
+    // Dropped in this order: the connection slot goes last, so that once
+    // `connection_count()` has dropped, so has everything else.
     _memory: Charge,
+    ip: Option<IpGuard>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Admission {
@@ -174,9 +176,9 @@ impl ServerContext {
         let memory =
             Charge::admit(&self.budget, cost).ok_or_else(|| refuse(RefuseReason::Overloaded))?;
         Ok(Admission {
-            _permit: Some(permit),
-            ip,
             _memory: memory,
+            ip,
+            _permit: Some(permit),
         })
     }
 

@@ -302,3 +302,37 @@ async fn past_the_memory_budget_new_connections_are_refused_overloaded() {
         }
     }
 }
+
+/// Everything charged is given back: after a busy room empties (messages,
+/// snapshots, presence, a room list, a refusal), the budget is back to zero.
+#[tokio::test]
+async fn the_budget_is_back_to_zero_when_everyone_has_gone() {
+    let s = server_with(|c| c.max_connections = 12).await;
+    let mut clients = Vec::new();
+    for i in 0..10 {
+        let (mut c, _) = s.join("r", &format!("p{i}")).await;
+        c.data(vec![i as u8; 1000]).await;
+        clients.push(c);
+    }
+    let (_late, _) = s.join("r", "late").await; // gets a snapshot
+    let mut lister = s.raw().await;
+    lister.send(ClientFrame::ListRooms).await;
+    assert!(matches!(
+        lister.next().await,
+        Some(ServerFrame::RoomList { .. })
+    ));
+    let mut refused = s.raw().await; // the 13th connection
+    assert!(matches!(
+        refused.next().await,
+        Some(ServerFrame::Refused(RefuseReason::ServerFull, _))
+    ));
+    drop((clients, _late, lister, refused));
+    let ctx = s.server.context();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.server.connection_count() > 0 {
+        assert!(Instant::now() < deadline, "connections end in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ctx.budget.peak() > 10 * 1000, "things were charged");
+    assert_eq!(ctx.budget.used(), 0, "and all given back");
+}
