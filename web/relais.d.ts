@@ -5,10 +5,12 @@ export const VERSION: 1;
 
 export type RefuseReasonName =
   | "name-taken" | "invalid-name" | "invalid-room"
-  | "unsupported-version" | "server-full" | "room-full";
+  | "unsupported-version" | "server-full" | "room-full"
+  | "token-required" | "invalid-token" | "token-expired" | "not-allowed"
+  | "overloaded" | "too-many-connections" | "too-many-joins";
 export type CloseReasonName =
   | "normal" | "server-shutdown" | "slow-consumer" | "timeout"
-  | "rate-limit" | "protocol-error" | "connection-lost";
+  | "rate-limit" | "protocol-error" | "connection-lost" | "read-only";
 
 /** Refusal codes by name. */
 export const RefuseReason: Readonly<Record<RefuseReasonName, number>>;

@@ -23,11 +23,15 @@ const FLAG_ECHO = 0x01;
 export const RefuseReason = Object.freeze({
   "name-taken": 1, "invalid-name": 2, "invalid-room": 3,
   "unsupported-version": 4, "server-full": 5, "room-full": 6,
+  "token-required": 7, "invalid-token": 8, "token-expired": 9,
+  "not-allowed": 10, "overloaded": 11, "too-many-connections": 12,
+  "too-many-joins": 13,
 });
 /** Close/leave codes (GOODBYE and LEFT frames) by name. */
 export const CloseReason = Object.freeze({
   "normal": 0, "server-shutdown": 1, "slow-consumer": 2, "timeout": 3,
   "rate-limit": 4, "protocol-error": 5, "connection-lost": 6,
+  "read-only": 7,
 });
 const nameOf = (table, code) =>
   Object.keys(table).find((k) => table[k] === code) ?? `unknown-${code}`;

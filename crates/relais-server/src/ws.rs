@@ -15,7 +15,7 @@
 //! ("message too big"). Before the handshake a message must also fit
 //! [`MAX_HELLO_LEN`] (checked once received: tungstenite's limit cannot change
 //! mid-connection, so an unauthenticated peer can make the server buffer one
-//! `MAX_FRAME_LEN` message, not the 134 bytes of the TCP transport).
+//! `MAX_FRAME_LEN` message, not the 2,184 bytes of the TCP transport).
 //!
 //! **The HTTP side.** The listener reads the request head itself (bounded in
 //! size and time, see [`crate::web`]), then either answers plain HTTP (the demo
