@@ -28,7 +28,8 @@ pub use frames::{
     FLAG_TOKEN,
 };
 pub use names::{
-    name_key, normalize_name, normalize_room, validate_name, validate_room, NameError,
+    is_unsafe_to_display, name_key, normalize_name, normalize_room, validate_name, validate_room,
+    NameError,
 };
 
 /// The protocol version this crate speaks. Sent in `HELLO` and `WELCOME`.

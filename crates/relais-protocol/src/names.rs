@@ -154,19 +154,44 @@ fn is_blank(c: char) -> bool {
     c.is_whitespace() || c == '\u{2800}'
 }
 
+/// A control character (Cc) or a line or paragraph separator: what ends,
+/// rewinds or rewrites a line.
+fn is_control_or_line_break(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// A default-ignorable code point or another format character (Cf): what
+/// draws nothing but changes the text around it.
+fn is_invisible(c: char) -> bool {
+    is_default_ignorable(c) || c.general_category() == GeneralCategory::Format
+}
+
+/// Whether printing `c` as it is can change how the text around it shows:
+/// a control character (Cc: ESC starts terminal escape sequences, CR goes
+/// back to the start of the line), a line or paragraph separator, a
+/// bidirectional control (reorders the line), or an invisible character
+/// (default-ignorable or format: zero-width spaces and joiners, variation
+/// selectors, tags, …).
+///
+/// No accepted name contains one. A program that prints text from the
+/// network (payloads, server texts) should escape these; `relais` (the
+/// command line) does.
+pub fn is_unsafe_to_display(c: char) -> bool {
+    is_control_or_line_break(c) || is_invisible(c)
+}
+
 /// Why the single character `c` may not be in a name, if it may not.
 fn refused_char(c: char) -> Option<NameError> {
     let category = c.general_category();
-    if c.is_control()
-        || matches!(
-            category,
-            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
-        )
-    {
+    if is_control_or_line_break(c) {
         Some(NameError::ControlCharacter(c))
     } else if in_ranges(c, BIDI_CONTROLS) {
         Some(NameError::BidiControl(c))
-    } else if is_default_ignorable(c) || category == GeneralCategory::Format {
+    } else if is_invisible(c) {
         Some(NameError::Invisible(c))
     } else if category == GeneralCategory::Unassigned {
         Some(NameError::Unassigned(c))
@@ -509,6 +534,29 @@ mod tests {
         for c in (0..=0x10ffff).filter_map(char::from_u32) {
             let key = name_key(c.encode_utf8(&mut buf));
             assert_eq!(name_key(&key), key, "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn what_is_unsafe_to_display_is_what_names_refuse_for_hiding_or_moving_text() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let refused = matches!(
+                refused_char(c),
+                Some(
+                    NameError::ControlCharacter(_)
+                        | NameError::BidiControl(_)
+                        | NameError::Invisible(_)
+                )
+            );
+            assert_eq!(is_unsafe_to_display(c), refused, "U+{:04X}", u32::from(c));
+        }
+        for c in [
+            '\u{1b}', '\r', '\n', '\u{7f}', '\u{9b}', '\u{202e}', '\u{2028}', '\u{200b}',
+        ] {
+            assert!(is_unsafe_to_display(c), "{c:?}");
+        }
+        for c in ['a', ' ', '\u{a0}', 'é', '\u{301}', '🎮', '\u{e000}'] {
+            assert!(!is_unsafe_to_display(c), "{c:?}");
         }
     }
 

@@ -172,12 +172,12 @@ async fn serve<S: FrameSource, W: FrameSink>(
     let membership = match admit(&relay, &hello, outbox.clone()) {
         Ok(m) => m,
         Err((reason, text)) => {
-            debug!(name = %hello.name, %reason, "refused");
+            debug!(name = ?hello.name, %reason, "refused");
             let last_words = [refusal(reason, &text)];
             return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
-    let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
+    let span = tracing::info_span!("client", name = ?membership.name(), room = ?membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
     relay_member(source, sink, relay, config, shutdown, membership, outbox)
         .instrument(span)
@@ -419,7 +419,7 @@ fn goodbye(reason: CloseReason, text: &str) -> Bytes {
 }
 
 fn protocol_error(text: &str) -> Bytes {
-    debug!(%text, "protocol error before the handshake");
+    debug!(?text, "protocol error before the handshake");
     goodbye(CloseReason::ProtocolError, text)
 }
 
