@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use relais_protocol::frames::encode_data;
 use relais_protocol::{
     encode_message, ClientFrame, CloseReason, Hello, RefuseReason, RoomInfo, ServerFrame, Welcome,
-    MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_NAME_LEN, MAX_PAYLOAD, VERSION,
+    MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_NAME_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN, VERSION,
 };
 
 fn hello(name: &str, room: &str) -> Bytes {
@@ -19,6 +19,17 @@ fn hello(name: &str, room: &str) -> Bytes {
         room: room.into(),
         echo: true,
         token: None,
+    })
+    .to_bytes()
+}
+
+fn hello_with_token(name: &str, room: &str, token: &str) -> Bytes {
+    ClientFrame::Hello(Hello {
+        version: VERSION,
+        name: name.into(),
+        room: room.into(),
+        echo: false,
+        token: Some(token.into()),
     })
     .to_bytes()
 }
@@ -71,10 +82,27 @@ fn token_seeds(dir: &Path) {
     write(dir, "not-a-jwt", &[at_now], b"not-a-jwt");
 }
 
+/// A seed without a split header (the `hello` target reads raw bytes).
+fn write_raw(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+/// A JWT-shaped token of `len` ASCII bytes.
+fn token(len: usize) -> String {
+    let head = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.";
+    let mut t: String = head.chars().take(len).collect();
+    while t.len() < len {
+        t.push('x');
+    }
+    t
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     token_seeds(&root.join("token"));
     let max_name = "n".repeat(MAX_NAME_LEN);
+    let max_token = token(MAX_TOKEN_LEN);
 
     // Client frames.
     let client = [
@@ -82,6 +110,10 @@ fn main() {
         ("hello-default-room", hello("bob", "")),
         ("hello-max", hello(&max_name, &max_name)),
         ("hello-utf8", hello("élodie 🎮", "salle")),
+        (
+            "hello-token",
+            hello_with_token("alice", "arena", &token(120)),
+        ),
         ("data", data(b"x=1;y=2")),
         ("data-empty", data(b"")),
         ("data-1k", data(&[0xab; 1024])),
@@ -219,10 +251,69 @@ fn main() {
             v
         }),
         ("huge-prefix", vec![0xff, 0xff, 0xff, 0xff]),
+        (
+            "join-with-token",
+            cat(&[
+                hello_with_token("alice", "arena", &token(300)),
+                data(b"x=1"),
+            ]),
+        ),
+        (
+            "join-max-hello",
+            cat(&[
+                hello_with_token(&max_name, &max_name, &max_token),
+                data(b"x"),
+            ]),
+        ),
+        ("cyrillic-name", cat(&[hello("\u{430}lice", "arena")])),
+        (
+            "decomposed-name",
+            cat(&[hello("e\u{301}lodie", "cafe\u{301}")]),
+        ),
+        ("invisible-name", cat(&[hello("alice\u{200b}", "arena")])),
+        ("blank-name", cat(&[hello("\u{3164}", "")])),
     ];
     for (name, s) in &sessions {
         write(&dir, name, &[0x00], s);
         write(&dir, &format!("{name}-split"), &[0x02, 4, 1], s);
     }
+    // hello: HELLO bodies without their type byte (the target adds it).
+    let dir = root.join("hello");
+    let long_token = "t".repeat(MAX_TOKEN_LEN + 1);
+    let hellos: Vec<(&str, Bytes)> = vec![
+        ("plain", hello("alice", "arena")),
+        ("default-room", hello("bob", "")),
+        ("max-names", hello(&max_name, &max_name)),
+        ("token", hello_with_token("alice", "arena", &token(64))),
+        ("max-token", hello_with_token("a", "", &max_token)),
+        ("too-long-token", hello_with_token("a", "", &long_token)),
+        ("empty-token", hello_with_token("a", "r", "")),
+        ("utf8", hello("élodie 🎮", "salle")),
+        ("cyrillic", hello("\u{430}lice", "\u{430}rena")),
+        ("decomposed", hello("e\u{301}lodie", "cafe\u{301}")),
+        ("qa", hello(&"\u{958}".repeat(11), "\u{958}")),
+        ("hangul-jamo", hello("\u{1100}\u{1161}\u{11a8}", "")),
+        ("invisible", hello("alice\u{200b}", "a\u{feff}")),
+        ("bidi", hello("\u{202e}ecila", "\u{2066}r\u{2069}")),
+        ("blank", hello("\u{3164}", "\u{2800}")),
+        ("marks-only", hello("\u{301}\u{302}", " ")),
+        (
+            "emoji-zwj",
+            hello("\u{1f468}\u{200d}\u{1f469}", "\u{2764}\u{fe0f}"),
+        ),
+        ("private-use", hello("\u{e000}", "\u{10fffd}")),
+        ("spaces", hello(" alice", "arena ")),
+        ("confusables", hello("\u{1d5ba}lice", "b0b")),
+    ];
+    for (name, f) in &hellos {
+        // Without the length prefix and the type byte.
+        write_raw(&dir, name, &f[5..]);
+    }
+    let mut flag_without_token = hello("alice", "arena")[5..].to_vec();
+    flag_without_token[2] |= 0x02;
+    write_raw(&dir, "flag-without-token", &flag_without_token);
+    let mut reserved_flags = hello("alice", "arena")[5..].to_vec();
+    reserved_flags[2] = 0xff;
+    write_raw(&dir, "reserved-flags", &reserved_flags);
     println!("seeds written under {}", root.display());
 }

@@ -1,42 +1,45 @@
 //! The server's side of a connection, as `relais-server` reads it: a decoder
 //! limited to `MAX_HELLO_LEN` until a valid `HELLO` is in, then raised to
 //! `MAX_FRAME_LEN`; every frame decoded as a client frame; the names of a
-//! `HELLO` validated. Arbitrary bytes, arbitrarily split (see `src/lib.rs`).
+//! `HELLO` put through the naming rule (`check_name`). Arbitrary bytes,
+//! arbitrarily split (see `src/lib.rs`).
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use relais_fuzz::{check_client, chunks, drive, parse, Next, Outcome};
-use relais_protocol::{
-    validate_name, validate_room, ClientFrame, Hello, MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_NAME_LEN,
-    VERSION,
-};
+use relais_fuzz::{check_client, check_name, chunks, drive, parse, Next, Outcome};
+use relais_protocol::{ClientFrame, Hello, MAX_FRAME_LEN, MAX_HELLO_LEN, MAX_TOKEN_LEN, VERSION};
 
 /// The server's input buffer starts with this capacity (`tcp.rs`).
 const INITIAL_CAPACITY: usize = 512;
 
 /// Whether the server admits this handshake (short of the registry's own
-/// checks: name taken, room or server full).
+/// checks: name taken, room or server full, and the token's verification).
 fn admissible(hello: &Hello) -> bool {
-    let name_ok = validate_name(&hello.name).is_ok();
-    let room_ok = hello.room.is_empty() || validate_room(&hello.room).is_ok();
-    for (field, ok) in [(&hello.name, name_ok), (&hello.room, room_ok)] {
-        // An accepted name is within the rules...
-        if ok && !field.is_empty() {
-            assert!(field.len() <= MAX_NAME_LEN);
-            assert!(!field.chars().any(char::is_control));
-        }
+    // Accepted names are within the rules (asserted by check_name)...
+    let name = check_name(&hello.name, false);
+    let room = if hello.room.is_empty() {
+        Some(String::new())
+    } else {
+        check_name(&hello.room, true)
+    };
+    if let Some(token) = &hello.token {
+        assert!(token.len() <= MAX_TOKEN_LEN && token.is_ascii());
     }
-    if let Err(e) = validate_name(&hello.name) {
-        let _ = e.to_string();
-    }
-    // ...and the largest acceptable HELLO fits the pre-handshake limit.
-    if name_ok && room_ok {
-        let wire = ClientFrame::Hello(hello.clone()).to_bytes();
-        assert!(wire.len() - 4 <= MAX_HELLO_LEN);
-    }
-    hello.version == VERSION && name_ok && room_ok
+    let (Some(name), Some(room)) = (name, room) else {
+        return false;
+    };
+    // ...and the HELLO the server would register, with the normalised names
+    // (never longer than MAX_NAME_LEN), fits the pre-handshake limit.
+    let registered = Hello {
+        name,
+        room,
+        ..hello.clone()
+    };
+    let wire = ClientFrame::Hello(registered).to_bytes();
+    assert!(wire.len() - 4 <= MAX_HELLO_LEN);
+    hello.version == VERSION
 }
 
 fn session(chunks: &[&[u8]]) -> Outcome {

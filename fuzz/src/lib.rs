@@ -19,11 +19,14 @@
 pub mod token;
 
 use bytes::{Bytes, BytesMut};
-use relais_protocol::frames::{encode_data, kind};
+use relais_protocol::frames::{encode_data, kind, FLAG_MORE};
 use relais_protocol::{
-    encode_message, ClientFrame, FrameDecoder, FrameError, ServerFrame, LENGTH_PREFIX_LEN,
-    MAX_FRAME_LEN, MAX_PAYLOAD,
+    encode_message, name_key, normalize_name, normalize_room, ClientFrame, FrameDecoder,
+    FrameError, ServerFrame, FLAG_ECHO, FLAG_TOKEN, LENGTH_PREFIX_LEN, MAX_FRAME_LEN, MAX_NAME_LEN,
+    MAX_PAYLOAD,
 };
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
 /// Splits a fuzz input into chunk sizes and the byte stream.
 pub fn parse(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
@@ -310,7 +313,8 @@ pub fn check_server(body: &Bytes) -> Option<ServerFrame> {
 /// from `body`, and returns the re-encoded body:
 ///
 /// - it is the original body byte for byte, except that a flags byte keeps
-///   only the bits the frame type defines (`HELLO` and `ROOM_LIST` have one);
+///   only the bits the frame type defines (`HELLO`: echo and token,
+///   `ROOM_LIST`: more);
 /// - its prefix is right: a decoder at [`MAX_FRAME_LEN`] reads it back as
 ///   exactly one frame.
 pub fn check_reencoding(body: &Bytes, wire: &Bytes) -> Bytes {
@@ -319,15 +323,15 @@ pub fn check_reencoding(body: &Bytes, wire: &Bytes) -> Bytes {
         LENGTH_PREFIX_LEN + body.len(),
         "re-encoded size"
     );
-    let flags_at = match body[0] {
-        kind::HELLO => Some(3),
-        kind::ROOM_LIST => Some(1),
-        _ => None,
+    let (flags_at, defined) = match body[0] {
+        kind::HELLO => (Some(3), FLAG_ECHO | FLAG_TOKEN),
+        kind::ROOM_LIST => (Some(1), FLAG_MORE),
+        _ => (None, 0),
     };
     let re = wire.slice(LENGTH_PREFIX_LEN..);
     for (i, (&a, &b)) in body.iter().zip(re.iter()).enumerate() {
         if Some(i) == flags_at {
-            assert_eq!(b, a & 1, "flags byte re-encoded wrongly");
+            assert_eq!(b, a & defined, "flags byte re-encoded wrongly");
         } else {
             assert_eq!(a, b, "byte {i} differs: {body:?} re-encoded as {re:?}");
         }
@@ -338,4 +342,65 @@ pub fn check_reencoding(body: &Bytes, wire: &Bytes) -> Bytes {
     assert!(buf.is_empty());
     assert_eq!(decoder.decode_eof(&buf), Ok(()));
     re
+}
+
+/// Runs a client name (or, with `room`, a room name) through the naming
+/// rule and returns the accepted NFC form. Asserts, with checks that do not
+/// reuse `relais-protocol`'s own tables:
+///
+/// - the accepted form is NFC, at most [`MAX_NAME_LEN`] bytes, and
+///   canonically equivalent to the input;
+/// - normalising it again gives it back unchanged;
+/// - it has no control character, nothing `unicode-security`'s skeleton
+///   drops as default-ignorable, a character that is neither whitespace nor
+///   a combining mark, and no whitespace at either end;
+/// - [`name_key`] is its own key and the same for the NFD spelling.
+pub fn check_name(raw: &str, room: bool) -> Option<String> {
+    let normalize = if room { normalize_room } else { normalize_name };
+    let name = match normalize(raw) {
+        Ok(name) => name,
+        Err(e) => {
+            let _ = e.to_string();
+            return None;
+        }
+    };
+    assert!(name.len() <= MAX_NAME_LEN, "{name:?} is too long");
+    assert!(
+        unicode_normalization::is_nfc(&name),
+        "{name:?} is not in NFC"
+    );
+    assert!(raw.nfc().eq(name.chars()), "{raw:?} became {name:?}");
+    assert_eq!(
+        normalize(&name).as_deref(),
+        Ok(name.as_str()),
+        "not idempotent"
+    );
+    let mut buf = [0; 4];
+    for c in name.chars() {
+        assert!(!c.is_control(), "{name:?} has a control character");
+        assert!(
+            unicode_security::skeleton(c.encode_utf8(&mut buf))
+                .next()
+                .is_some(),
+            "{name:?} has a default-ignorable U+{:04X}",
+            u32::from(c)
+        );
+    }
+    assert!(
+        name.chars()
+            .any(|c| !c.is_whitespace() && c.general_category_group() != GeneralCategoryGroup::Mark),
+        "{name:?} has nothing visible"
+    );
+    assert!(!name.starts_with(char::is_whitespace) && !name.ends_with(char::is_whitespace));
+    if !room {
+        let key = name_key(&name);
+        assert_eq!(
+            name_key(&key),
+            key,
+            "the key of {name:?} is not its own key"
+        );
+        let nfd: String = name.nfd().collect();
+        assert_eq!(name_key(&nfd), key, "NFD changed the key of {name:?}");
+    }
+    Some(name)
 }

@@ -1,6 +1,7 @@
 //! `relais`: the relay server and its command-line clients.
 
-use std::io::{BufRead, Write};
+use std::fmt::Write as _;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -119,6 +120,9 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file
+        // or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -131,7 +135,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("relais: {e:#}");
+            // May quote the server (a refusal's or a goodbye's text).
+            eprintln!("relais: {}", escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -280,9 +285,10 @@ fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
 fn chat(name: &str, target: &Target) -> anyhow::Result<()> {
     let client = std::sync::Arc::new(connect(name, target, false)?);
     eprintln!(
-        "joined room {:?} as {name:?}; members: {}",
-        client.room(),
-        client.members().join(", ")
+        "joined room \"{}\" as \"{}\"; members: {}",
+        escape(client.room()),
+        escape(client.name()),
+        members(&client)
     );
     // Input on its own thread; the main thread prints until the connection
     // ends, whichever side ends it (end of input closes it).
@@ -314,26 +320,59 @@ fn ended(status: Option<relais::Disconnect>) -> anyhow::Result<()> {
 fn watch(name: &str, target: &Target) -> anyhow::Result<()> {
     let client = connect(name, target, false)?;
     eprintln!(
-        "watching room {:?}; members: {}",
-        client.room(),
-        client.members().join(", ")
+        "watching room \"{}\"; members: {}",
+        escape(client.room()),
+        members(&client)
     );
     print_events(&client);
     ended(client.status())
 }
 
-/// Prints every event until the connection ends.
+/// The room's members, escaped, separated by commas.
+fn members(client: &Client) -> String {
+    let members: Vec<String> = client.members().iter().map(|m| escape(m)).collect();
+    members.join(", ")
+}
+
+/// Text from the network made safe to print on one line of a terminal:
+/// every character that could move the cursor, rewrite or reorder the line,
+/// or hide text ([`relais_protocol::is_unsafe_to_display`]: controls such as
+/// ESC and CR, line breaks, bidirectional controls, invisible characters) is
+/// written as a Rust-style escape (`\n`, `\r`, `\t`, `\u{1b}`), and a
+/// backslash as `\\` so that an escape and the same characters typed
+/// literally stay distinct. Everything else is printed as it is.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if relais_protocol::is_unsafe_to_display(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Prints every event until the connection ends, one line each.
 fn print_events(client: &Client) {
     let stdout = std::io::stdout();
     while let Ok(event) = client.recv_event_blocking() {
         let mut out = stdout.lock();
         let _ = match event {
-            Event::Message(Message { sender, payload }) => {
-                writeln!(out, "{sender}: {}", String::from_utf8_lossy(&payload))
-            }
-            Event::Joined(name) => writeln!(out, "* {name} joined"),
-            Event::Left { name, reason } => writeln!(out, "* {name} left ({reason})"),
-            other => writeln!(out, "* {other:?}"),
+            Event::Message(Message { sender, payload }) => writeln!(
+                out,
+                "{}: {}",
+                escape(&sender),
+                escape(&String::from_utf8_lossy(&payload))
+            ),
+            Event::Joined(name) => writeln!(out, "* {} joined", escape(&name)),
+            Event::Left { name, reason } => writeln!(out, "* {} left ({reason})", escape(&name)),
+            other => writeln!(out, "* {}", escape(&format!("{other:?}"))),
         };
         let _ = out.flush();
     }
@@ -349,7 +388,59 @@ fn rooms(server: &str, tls: &TlsArgs) -> anyhow::Result<()> {
         println!("no rooms");
     }
     for room in rooms {
-        println!("{}\t{}", room.name, room.members);
+        println!("{}\t{}", escape(&room.name), room.members);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn printable_text_is_left_alone() {
+        for text in [
+            "alice: x=1",
+            "élodie 🎮",
+            "山田",
+            "a\u{301}",
+            "tab-free",
+            "",
+        ] {
+            assert_eq!(escape(text), text);
+        }
+    }
+
+    #[test]
+    fn controls_and_line_breaks_are_escaped() {
+        assert_eq!(escape("\u{1b}[2J\rspoof: hi"), "\\u{1b}[2J\\rspoof: hi");
+        assert_eq!(escape("one\ntwo\tthree"), "one\\ntwo\\tthree");
+        assert_eq!(escape("\0\u{7}\u{8}\u{7f}"), "\\u{0}\\u{7}\\u{8}\\u{7f}");
+        // C1, including the one-byte CSI.
+        assert_eq!(escape("\u{85}\u{9b}31m"), "\\u{85}\\u{9b}31m");
+        assert_eq!(escape("a\u{2028}b\u{2029}"), "a\\u{2028}b\\u{2029}");
+    }
+
+    #[test]
+    fn bidi_controls_and_invisible_characters_are_escaped() {
+        assert_eq!(escape("\u{202e}olleh"), "\\u{202e}olleh");
+        assert_eq!(escape("a\u{2066}b\u{2069}"), "a\\u{2066}b\\u{2069}");
+        assert_eq!(escape("ad\u{200b}min"), "ad\\u{200b}min");
+        assert_eq!(escape("\u{feff}x\u{ad}"), "\\u{feff}x\\u{ad}");
+    }
+
+    #[test]
+    fn a_backslash_cannot_pass_for_an_escape() {
+        assert_eq!(escape("\\n"), "\\\\n");
+        assert_ne!(escape("\\n"), escape("\n"));
+        assert_eq!(escape("C:\\dir"), "C:\\\\dir");
+    }
+
+    #[test]
+    fn escaped_text_has_nothing_unsafe_left() {
+        let all: String = (0..0x3000).filter_map(char::from_u32).collect();
+        let escaped = escape(&all);
+        assert!(!escaped.chars().any(relais_protocol::is_unsafe_to_display));
+        assert_eq!(escaped.lines().count(), 1);
+    }
 }

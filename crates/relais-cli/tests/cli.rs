@@ -16,12 +16,27 @@ struct Proc {
     stderr: Receiver<String>,
 }
 
+/// The lines `r` writes, split at `\n` only: a carriage return or any
+/// other byte stays in the line it was written in (invalid UTF-8 shows as
+/// U+FFFD).
 fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
     thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
+        let mut r = BufReader::new(r);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
                 break;
             }
         }
@@ -30,9 +45,14 @@ fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 fn relais(args: &[&str]) -> Proc {
+    relais_logging(args, "warn")
+}
+
+/// `relais` with `RUST_LOG` set to `log`.
+fn relais_logging(args: &[&str], log: &str) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relais"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -49,19 +69,46 @@ fn relais(args: &[&str]) -> Proc {
 }
 
 impl Proc {
-    /// Waits for a line on `which` that contains `needle`; returns it.
-    fn expect(&self, which: &str, needle: &str) -> String {
-        let rx = if which == "stdout" {
+    /// The channel of `which` ("stdout" or "stderr").
+    fn output(&self, which: &str) -> &Receiver<String> {
+        if which == "stdout" {
             &self.stdout
         } else {
             &self.stderr
-        };
+        }
+    }
+
+    /// Waits for a line on `which` that contains `needle`; returns it.
+    fn expect(&self, which: &str, needle: &str) -> String {
+        self.lines_until(which, needle).pop().unwrap()
+    }
+
+    /// The lines on `which` up to and including the first that contains
+    /// `needle`.
+    fn lines_until(&self, which: &str, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
         loop {
-            let line = rx
+            let line = self
+                .output(which)
                 .recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| panic!("no {which} line containing {needle:?}"));
-            if line.contains(needle) {
-                return line;
+                .unwrap_or_else(|_| panic!("no {which} line containing {needle:?} in {seen:?}"));
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+    }
+
+    /// Every line left on `which` until the process closes it (at most
+    /// PATIENCE between two lines).
+    fn rest(&self, which: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.output(which).recv_timeout(PATIENCE) {
+                Ok(line) => seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => return seen,
+                Err(RecvTimeoutError::Timeout) => panic!("{which} still open"),
             }
         }
     }
@@ -97,6 +144,11 @@ impl Drop for Proc {
 
 /// `relais serve` on ephemeral ports with `extra` flags; its TCP address.
 fn serve(extra: &[&str]) -> (Proc, String) {
+    serve_with(extra, "warn")
+}
+
+/// Like `serve`, logging at `log`.
+fn serve_with(extra: &[&str], log: &str) -> (Proc, String) {
     let mut args = vec![
         "serve",
         "--listen",
@@ -105,7 +157,7 @@ fn serve(extra: &[&str]) -> (Proc, String) {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    let server = relais(&args);
+    let server = relais_logging(&args, log);
     let line = server.expect("stdout", "listening on");
     let addr = line.rsplit(' ').next().unwrap().to_string();
     (server, addr)
@@ -150,6 +202,111 @@ fn two_chat_terminals_talk_through_a_server() {
     assert!(server.wait_exit().success());
     alice.expect("stderr", "server shutting down");
     assert!(!alice.wait_exit().success());
+}
+
+/// Sends SIGTERM to `proc`.
+fn terminate(proc: &Proc) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+#[test]
+fn the_watcher_prints_payloads_escaped_one_line_each() {
+    let (server, addr) = serve(&[]);
+    let mut watch = relais(&["watch", "--name", "w", "--server", &addr]);
+    watch.expect("stderr", "watching room");
+
+    let spoofer = relais::Client::builder("spoofer")
+        .connect(addr.as_str())
+        .unwrap();
+    watch.expect("stdout", "* spoofer joined");
+    // Clear the screen, go back to the start of the line and pretend to be
+    // someone else; a payload with a newline; one with a bidi override and
+    // a literal backslash-n. One at a time: the relay keeps only a sender's
+    // latest message waiting, so each is sent once the last one is printed.
+    let cases = [
+        (
+            "\u{1b}[2J\rspoof: hi",
+            "spoof: hi",
+            "spoofer: \\u{1b}[2J\\rspoof: hi",
+        ),
+        (
+            "line one\nline two",
+            "line two",
+            "spoofer: line one\\nline two",
+        ),
+        (
+            "\u{202e}olleh \\n",
+            "olleh",
+            "spoofer: \\u{202e}olleh \\\\n",
+        ),
+    ];
+    let mut printed = Vec::new();
+    for (payload, needle, expected) in cases {
+        spoofer.send(payload).unwrap();
+        let lines = watch.lines_until("stdout", needle);
+        assert_eq!(lines, [expected], "{payload:?}");
+        printed.extend(lines);
+    }
+
+    spoofer.close();
+    watch.expect("stdout", "* spoofer left (left)");
+    terminate(&server);
+    let rest = watch.rest("stdout");
+    for line in printed.iter().chain(&rest) {
+        assert!(!line.contains(['\u{1b}', '\r', '\u{202e}']), "{line:?}");
+    }
+    assert!(!watch.wait_exit().success());
+}
+
+#[test]
+fn server_logs_quote_client_names_and_have_no_escape_bytes() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    let (server, addr) = serve_with(&[], "info,relais_server=debug");
+    // A name that would forge log fields if written unquoted.
+    let forger = relais::Client::builder("evil room=admin} joined")
+        .connect(addr.as_str())
+        .unwrap();
+    let joined = server.expect("stderr", "joined");
+    assert!(
+        joined.contains(r#"name="evil room=admin} joined""#),
+        "{joined}"
+    );
+
+    // A name with ESC: the Rust client refuses it before sending, so send
+    // the HELLO by hand. The server refuses it as a control character.
+    let hello = relais_protocol::ClientFrame::Hello(relais_protocol::Hello {
+        version: relais_protocol::VERSION,
+        name: "x\u{1b}[31mred".into(),
+        room: String::new(),
+        echo: false,
+        token: None,
+    });
+    let mut raw = TcpStream::connect(addr.as_str()).unwrap();
+    raw.write_all(&hello.to_bytes()).unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert_eq!(
+        answer[4],
+        relais_protocol::frames::kind::REFUSED,
+        "{answer:?}"
+    );
+    assert_eq!(answer[5], relais_protocol::RefuseReason::InvalidName.code());
+    let refused = server.expect("stderr", "refused");
+    assert!(refused.contains(r#"name="x\u{1b}[31mred""#), "{refused}");
+
+    forger.close();
+    terminate(&server);
+    let mut all = vec![joined, refused];
+    all.extend(server.rest("stderr"));
+    for line in &all {
+        assert!(!line.contains('\u{1b}'), "an ESC byte in the log: {line:?}");
+    }
 }
 
 #[test]

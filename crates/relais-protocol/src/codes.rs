@@ -8,7 +8,7 @@ use std::fmt;
 pub enum RefuseReason {
     /// Another client of the room already holds this name.
     NameTaken,
-    /// The name breaks the naming rules (empty, too long, control characters).
+    /// The name breaks the naming rule (see [`normalize_name`](crate::normalize_name)).
     InvalidName,
     /// The room name breaks the naming rules.
     InvalidRoom,

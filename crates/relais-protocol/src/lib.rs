@@ -11,7 +11,9 @@
 //! - [`frames`]: the frame types ([`ClientFrame`], [`ServerFrame`]) and their
 //!   encodings, plus the fast path the server uses to encode a relayed message
 //!   once for all recipients ([`encode_message`]).
-//! - [`names`]: validation of client and room names.
+//! - [`names`]: the rule for client and room names: their NFC form
+//!   ([`normalize_name`], [`normalize_room`]) and the key that makes
+//!   look-alike client names one name ([`name_key`]).
 //! - [`codes`]: refusal and goodbye/leave reason codes.
 
 pub mod codec;
@@ -25,7 +27,10 @@ pub use frames::{
     encode_message, ClientFrame, DecodeError, Hello, RoomInfo, ServerFrame, Welcome, FLAG_ECHO,
     FLAG_TOKEN,
 };
-pub use names::{validate_name, validate_room, NameError};
+pub use names::{
+    is_unsafe_to_display, name_key, normalize_name, normalize_room, validate_name, validate_room,
+    NameError,
+};
 
 /// The protocol version this crate speaks. Sent in `HELLO` and `WELCOME`.
 pub const VERSION: u16 = 1;

@@ -215,12 +215,12 @@ async fn serve<S: FrameSource, W: FrameSink>(
     let (membership, grant) = match admitted {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
-            debug!(name = %hello.name, %reason, "refused");
+            debug!(name = ?hello.name, %reason, "refused");
             let last_words = [refusal(reason, &text)];
             return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
-    let span = tracing::info_span!("client", name = %membership.name(), room = %membership.room());
+    let span = tracing::info_span!("client", name = ?membership.name(), room = ?membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
     relay_member(source, sink, ctx, membership, outbox, grant)
         .instrument(span)
@@ -498,7 +498,7 @@ fn goodbye(reason: CloseReason, text: &str) -> Bytes {
 }
 
 fn protocol_error(text: &str) -> Bytes {
-    debug!(%text, "protocol error before the handshake");
+    debug!(?text, "protocol error before the handshake");
     goodbye(CloseReason::ProtocolError, text)
 }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use relais_protocol::{
-    validate_name, validate_room, ClientFrame, FrameDecoder, Hello, RoomInfo, ServerFrame, Welcome,
-    MAX_FRAME_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN, VERSION,
+    normalize_name, normalize_room, ClientFrame, FrameDecoder, Hello, RoomInfo, ServerFrame,
+    Welcome, MAX_FRAME_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN, VERSION,
 };
 
 use crate::addr::ServerAddr;
@@ -267,11 +267,18 @@ impl ClientBuilder {
     /// Checks the names, connects, performs the handshake, and starts the
     /// background threads. Blocks until the server has answered, or the
     /// connect timeout has passed.
+    ///
+    /// The name and room are checked against the naming rule
+    /// ([`normalize_name`](relais_protocol::normalize_name)) and sent in the
+    /// NFC form the server registers, so [`Client::name`] is the name the
+    /// other members see.
     pub fn connect(self, addr: impl ServerAddr) -> Result<Client, ConnectError> {
-        validate_name(&self.name).map_err(ConnectError::InvalidName)?;
-        if !self.room.is_empty() {
-            validate_room(&self.room).map_err(ConnectError::InvalidRoom)?;
-        }
+        let name = normalize_name(&self.name).map_err(ConnectError::InvalidName)?;
+        let room = if self.room.is_empty() {
+            String::new()
+        } else {
+            normalize_room(&self.room).map_err(ConnectError::InvalidRoom)?
+        };
         if let Some(Token(token)) = &self.token {
             if token.len() > MAX_TOKEN_LEN {
                 return Err(ConnectError::TokenTooLong {
@@ -293,8 +300,8 @@ impl ClientBuilder {
         let mut stream = start(open(addr, deadline)?, self.tls.as_ref(), host, deadline)?;
         let hello = Hello {
             version: VERSION,
-            name: self.name.clone(),
-            room: self.room.clone(),
+            name: name.clone(),
+            room,
             echo: self.echo,
             token: self.token.clone().map(|Token(token)| token),
         };
@@ -337,7 +344,7 @@ impl ClientBuilder {
         };
 
         Ok(Client::new(
-            self.name,
+            name,
             welcome.room,
             max_payload,
             shared,

@@ -116,8 +116,37 @@ fn invalid_names_fail_before_connecting() {
     ));
     assert!(matches!(
         Client::builder("ok").room("a\nb").connect(addr),
-        Err(ConnectError::InvalidRoom(NameError::ControlCharacter))
+        Err(ConnectError::InvalidRoom(NameError::ControlCharacter('\n')))
     ));
+    assert!(matches!(
+        Client::connect(addr, "alice\u{200b}"),
+        Err(ConnectError::InvalidName(NameError::Invisible('\u{200b}')))
+    ));
+    assert!(matches!(
+        Client::connect(addr, " alice"),
+        Err(ConnectError::InvalidName(NameError::SurroundingWhitespace))
+    ));
+}
+
+#[test]
+fn names_are_sent_in_nfc() {
+    let server = Script::start(|conn| {
+        let hello = conn.welcome(&["\u{e9}lodie"], &[]);
+        assert_eq!(
+            (hello.name.as_str(), hello.room.as_str()),
+            ("\u{e9}lodie", "caf\u{e9}")
+        );
+        conn.expect(goodbye());
+        conn.expect_eof();
+    });
+    // Decomposed: e + U+0301 COMBINING ACUTE ACCENT.
+    let client = Client::builder("e\u{301}lodie")
+        .room("cafe\u{301}")
+        .connect(server.addr())
+        .unwrap();
+    assert_eq!(client.name(), "\u{e9}lodie");
+    drop(client);
+    server.finish();
 }
 
 #[test]
