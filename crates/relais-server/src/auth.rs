@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use relais_protocol::{Hello, RefuseReason, DEFAULT_ROOM};
+use relais_protocol::{normalize_name, normalize_room, Hello, RefuseReason, DEFAULT_ROOM};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -216,21 +216,30 @@ impl fmt::Display for RoomScope {
     }
 }
 
-/// Whether a token whose `sub` is `sub` lets a client register as `name`.
-///
-/// Exact comparison. This is the one place the name check is made: when
-/// names are normalised (Unicode NFC), normalise both sides here.
+/// Whether a token whose `sub` is `sub` lets a client register as `name`:
+/// equal once both are in the form the server registers (Unicode NFC, see
+/// `relais_protocol::normalize_name`). A name the rules refuse is compared
+/// as it is (the join is refused for it anyway).
 pub fn token_allows_name(sub: &str, name: &str) -> bool {
-    sub == name
+    nfc(sub, normalize_name) == nfc(name, normalize_name)
 }
 
 /// Whether a token with `scope` lets a client join `room` (the room actually
-/// joined: never empty). Byte-wise, like [`token_allows_name`].
+/// joined: never empty), comparing NFC forms like [`token_allows_name`].
 pub fn token_allows_room(scope: &RoomScope, room: &str) -> bool {
+    let room = nfc(room, normalize_room);
     match scope {
-        RoomScope::Room(allowed) => allowed == room,
-        RoomScope::Prefix(prefix) => room.starts_with(prefix.as_str()),
+        RoomScope::Room(allowed) => nfc(allowed, normalize_room) == room,
+        RoomScope::Prefix(prefix) => room.starts_with(&*nfc(prefix, normalize_room)),
     }
+}
+
+/// `s` normalised by `normalize`, or `s` itself if the rules refuse it.
+fn nfc<'a>(
+    s: &'a str,
+    normalize: fn(&str) -> Result<String, relais_protocol::NameError>,
+) -> std::borrow::Cow<'a, str> {
+    normalize(s).map_or(std::borrow::Cow::Borrowed(s), std::borrow::Cow::Owned)
 }
 
 /// The claims of a join token (what a backend signs).
@@ -777,6 +786,20 @@ mod tests {
         );
         assert!(verify_hmac(&fractional, "a", "r", NOW + LEEWAY_SECS).is_ok());
         assert!(verify_hmac(&fractional, "a", "r", NOW + LEEWAY_SECS + 1).is_err());
+    }
+
+    #[test]
+    fn names_and_rooms_are_compared_in_nfc() {
+        // A backend that writes "élodie" composed admits the client that
+        // sends it decomposed, as the server registers the composed form.
+        assert!(token_allows_name("\u{e9}lodie", "e\u{301}lodie"));
+        assert!(token_allows_name("e\u{301}lodie", "\u{e9}lodie"));
+        assert!(!token_allows_name("elodie", "\u{e9}lodie"));
+        let room = RoomScope::Room("caf\u{e9}".into());
+        assert!(token_allows_room(&room, "cafe\u{301}"));
+        let prefix = RoomScope::Prefix("caf\u{e9}-".into());
+        assert!(token_allows_room(&prefix, "cafe\u{301}-7"));
+        assert!(token_allows_room(&RoomScope::Prefix(String::new()), "any"));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use relais_protocol::{
-    encode_message, CloseReason, RefuseReason, RoomInfo, ServerFrame, Welcome, MAX_PAYLOAD,
-    MAX_ROOM_MEMBERS, VERSION,
+    encode_message, name_key, CloseReason, RefuseReason, RoomInfo, ServerFrame, Welcome,
+    MAX_PAYLOAD, MAX_ROOM_MEMBERS, VERSION,
 };
 
 use crate::budget::MemoryBudget;
@@ -52,6 +52,8 @@ struct Room {
 struct Member {
     id: u64,
     name: Arc<str>,
+    /// The name's comparison key ([`name_key`]): one name per key in a room.
+    key: Box<str>,
     echo: bool,
     outbox: Arc<Outbox>,
     /// The member's latest relayed message, encoded: the late-joiner snapshot.
@@ -106,7 +108,9 @@ impl Relay {
     }
 
     /// Registers `name` in `room` (created if needed), with `outbox` as its
-    /// way out. On success the outbox already holds the `WELCOME` and owes
+    /// way out, unless the room holds a name with the same comparison key
+    /// ([`name_key`]: look-alikes are one name). On success the outbox
+    /// already holds the `WELCOME` and owes
     /// the latest message of every other member (the snapshot, pulled with
     /// [`fill_snapshot`](Self::fill_snapshot)); every other member's outbox
     /// holds a `JOINED`. Name and room must already be validated.
@@ -131,7 +135,8 @@ impl Relay {
             }
         };
         let mut members = lock(&room.members);
-        let refusal = if members.iter().any(|m| &*m.name == name) {
+        let key: Box<str> = name_key(name).into();
+        let refusal = if members.iter().any(|m| m.key == key) {
             Some(RefuseReason::NameTaken)
         } else if members.len() >= MAX_ROOM_MEMBERS {
             Some(RefuseReason::RoomFull)
@@ -167,6 +172,7 @@ impl Relay {
         members.push(Member {
             id,
             name: name.clone(),
+            key,
             echo,
             outbox,
             latest: None,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use relais_protocol::frames::kind;
 use relais_protocol::{
-    validate_name, validate_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
+    normalize_name, normalize_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
     RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
 };
 use tokio::time::Instant;
@@ -261,7 +261,8 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     }
 }
 
-/// Validates a handshake and registers the client.
+/// Checks a handshake's version and names and registers the client under
+/// its name's NFC form (see `relais_protocol::normalize_name`).
 fn admit(
     relay: &Relay,
     hello: &Hello,
@@ -273,15 +274,15 @@ fn admit(
             format!("this server speaks version {VERSION}"),
         ));
     }
-    validate_name(&hello.name).map_err(|e| (RefuseReason::InvalidName, e.to_string()))?;
+    let name =
+        normalize_name(&hello.name).map_err(|e| (RefuseReason::InvalidName, e.to_string()))?;
     let room = if hello.room.is_empty() {
-        DEFAULT_ROOM
+        DEFAULT_ROOM.to_string()
     } else {
-        validate_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?;
-        &hello.room
+        normalize_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?
     };
     relay
-        .join(room, &hello.name, hello.echo, outbox)
+        .join(&room, &name, hello.echo, outbox)
         .map_err(|reason| (reason, format!("{reason}")))
 }
 

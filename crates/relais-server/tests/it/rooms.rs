@@ -1,7 +1,7 @@
 //! Rooms, presence events and the late-joiner snapshot.
 
 use bytes::Bytes;
-use relais_protocol::{ClientFrame, CloseReason, RoomInfo, ServerFrame};
+use relais_protocol::{ClientFrame, CloseReason, RefuseReason, RoomInfo, ServerFrame};
 
 use crate::support::*;
 
@@ -131,4 +131,37 @@ async fn room_listing_counts_members() {
     );
     assert_eq!(admin.next().await, None);
     s.stop().await;
+}
+
+/// Names that look alike are one player: before, `alice`, `alice` + U+200B,
+/// Cyrillic `аlice` and composed/decomposed `é` were four different members,
+/// and a name of invisible characters read the room while showing blank.
+#[tokio::test]
+async fn look_alike_names_are_one_name_and_invisible_ones_are_refused() {
+    let s = TestServer::start().await;
+    let (_alice, _) = s.join("r", "alice").await;
+    for (look_alike, expected) in [
+        ("Alice", RefuseReason::NameTaken),
+        ("\u{0430}lice", RefuseReason::NameTaken), // Cyrillic а
+        ("alice\u{200B}", RefuseReason::InvalidName),
+        ("\u{200B}\u{200B}", RefuseReason::InvalidName),
+        ("al\u{202E}ice", RefuseReason::InvalidName),
+        (" alice", RefuseReason::InvalidName),
+    ] {
+        let mut c = s.raw().await;
+        let refused = c.hello(look_alike, "r", true).await.unwrap_err();
+        assert_eq!(refused.0, expected, "{look_alike:?}: {}", refused.1);
+    }
+    // The decomposed form registers as the composed one, which it then is.
+    let (_e, welcome) = s.join("r", "e\u{301}lodie").await;
+    assert!(welcome.members.contains(&"\u{e9}lodie".to_string()));
+    let mut again = s.raw().await;
+    let refused = again.hello("\u{e9}lodie", "r", true).await.unwrap_err();
+    assert_eq!(refused.0, RefuseReason::NameTaken);
+    // Rooms are compared in NFC too: the same room either way.
+    let (_x, w1) = s.join("caf\u{e9}", "x").await;
+    let (_y, w2) = s.join("cafe\u{301}", "y").await;
+    assert_eq!(w1.room, w2.room);
+    assert_eq!(w2.members, ["x", "y"]);
+    assert_eq!(s.server.relay().member_count(), 4);
 }
