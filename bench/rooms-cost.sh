@@ -10,7 +10,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d)
 port=$((20000 + RANDOM % 10000))
-taskset -c 0 "$ROOT"/target/release/relais serve --listen 127.0.0.1:$port --ws-listen 127.0.0.1:0 --max-connections-per-ip 0 --max-joins-per-ip 0 >/dev/null 2>&1 &
+taskset -c 0 "$ROOT"/target/release/relais serve --listen 127.0.0.1:$port --ws-listen 127.0.0.1:0 --max-connections-per-ip 0 --max-handshakes-per-ip 0 --max-joins-per-ip 0 >/dev/null 2>&1 &
 pid=$!
 sleep 0.3
 run() { taskset -c 1 "$ROOT"/target/release/relais-bench --addr 127.0.0.1:$port --server-pid $pid --json -d 5 "$@"; }

@@ -19,7 +19,7 @@ start_server() {
         relais)
             "${SERVER_PREFIX[@]}" "$RELAIS" serve --listen "$addr:$port" \
                 --ws-listen "127.0.0.1:$ws_port" \
-                --max-connections-per-ip 0 --max-joins-per-ip 0 \
+                --max-connections-per-ip 0 --max-handshakes-per-ip 0 --max-joins-per-ip 0 \
                 >"$LOGS/relais.log" 2>&1 &
             ;;
         nats)

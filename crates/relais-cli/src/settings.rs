@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// IPv6 /64); 0 for no limit [default: 64].
     #[arg(long)]
     pub max_connections_per_ip: Option<usize>,
+    /// Connections from one address still in their handshake (TLS, HTTP
+    /// upgrade, `HELLO`); 0 for no limit [default: 16].
+    #[arg(long)]
+    pub max_handshakes_per_ip: Option<usize>,
     /// Joins a second one address may make (bucket of `join_burst_per_ip`
     /// in the file); 0 for no limit [default: 10].
     #[arg(long)]
@@ -249,8 +253,9 @@ impl Settings {
                 .max_connections_per_ip
                 .or(file.max_connections_per_ip)
                 .unwrap_or(d.max_connections_per_ip),
-            max_handshakes_per_ip: file
+            max_handshakes_per_ip: args
                 .max_handshakes_per_ip
+                .or(file.max_handshakes_per_ip)
                 .unwrap_or(d.max_handshakes_per_ip),
             max_joins_per_ip: args
                 .max_joins_per_ip

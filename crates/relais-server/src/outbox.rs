@@ -24,6 +24,7 @@
 //! member settles its debt (the live one is newer).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -50,6 +51,11 @@ pub struct Outbox {
     wake: Notify,
     max_pending_bytes: usize,
     budget: Arc<MemoryBudget>,
+    /// Bytes charged for frames drained but not yet [`Outbox::written`]
+    /// (outside the lock: the writer releases them without taking it).
+    in_flight: AtomicUsize,
+    /// Whether `State::owed` is non-empty (written under the lock).
+    owing: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -60,8 +66,6 @@ struct State {
     slots: FxHashMap<u64, usize>,
     /// Bytes charged for `frames` (each frame plus [`ENTRY_COST`]).
     bytes: usize,
-    /// Bytes charged for frames drained but not yet [`Outbox::written`].
-    in_flight: usize,
     /// Members whose latest message the joiner is still owed, in order.
     snapshot: VecDeque<u64>,
     /// The same ids, for settling a debt when a live message comes.
@@ -80,6 +84,8 @@ impl Outbox {
             wake: Notify::new(),
             max_pending_bytes,
             budget,
+            in_flight: AtomicUsize::new(0),
+            owing: AtomicBool::new(false),
         }
     }
 
@@ -87,31 +93,36 @@ impl Outbox {
     /// sender's waiting message if there is one. `frame.len() + ENTRY_COST`
     /// bytes must already be charged to the budget for it (the relay does so
     /// for a whole fan-out at once); they now belong to this outbox.
-    pub fn push_reserved(&self, sender: u64, frame: Bytes) {
+    /// Returns the bytes whose charge the caller must release: the replaced
+    /// message's, or this one's if the outbox is closed (a fan-out releases
+    /// them all at once, one atomic operation instead of one per recipient).
+    #[must_use = "the returned bytes must be released to the budget"]
+    pub fn push_reserved(&self, sender: u64, frame: Bytes) -> usize {
         let cost = frame.len() + ENTRY_COST;
         let mut st = self.lock();
         if st.closed.is_some() {
-            drop(st);
-            return self.budget.release(cost);
+            return cost;
         }
-        if !st.owed.is_empty() {
-            st.owed.remove(&sender);
+        if !st.owed.is_empty() && st.owed.remove(&sender) && st.owed.is_empty() {
+            self.owing.store(false, Ordering::Relaxed);
         }
         let was_empty = st.frames.is_empty();
         st.bytes += cost;
-        match st.slots.get(&sender).copied() {
+        let freed = match st.slots.get(&sender).copied() {
             Some(i) => {
                 let old = std::mem::replace(&mut st.frames[i], frame);
                 st.bytes -= old.len() + ENTRY_COST;
-                self.budget.release(old.len() + ENTRY_COST);
+                old.len() + ENTRY_COST
             }
             None => {
                 let i = st.frames.len();
                 st.frames.push(frame);
                 st.slots.insert(sender, i);
+                0
             }
-        }
+        };
         self.after_push(st, was_empty);
+        freed
     }
 
     /// Queues a relayed message from member `sender` (charging it
@@ -119,7 +130,8 @@ impl Outbox {
     /// [`push_reserved`](Self::push_reserved)).
     pub fn push_message(&self, sender: u64, frame: Bytes) {
         self.budget.force(frame.len() + ENTRY_COST);
-        self.push_reserved(sender, frame);
+        let freed = self.push_reserved(sender, frame);
+        self.budget.release(freed);
     }
 
     /// Queues a frame that is never conflated (presence, keepalive, welcome),
@@ -147,15 +159,17 @@ impl Outbox {
             }
         }
         let wake = !st.snapshot.is_empty();
+        self.owing.store(!st.owed.is_empty(), Ordering::Relaxed);
         drop(st);
         if wake {
             self.wake.notify_one();
         }
     }
 
-    /// Whether some of the snapshot is still owed.
+    /// Whether some of the snapshot is still owed (without taking the lock:
+    /// the writer asks before every batch).
     pub fn owes_snapshot(&self) -> bool {
-        !self.lock().owed.is_empty()
+        self.owing.load(Ordering::Relaxed)
     }
 
     /// The next member whose latest message is owed, settling that debt.
@@ -163,16 +177,19 @@ impl Outbox {
     /// can come in between.
     pub fn next_owed(&self) -> Option<u64> {
         let mut st = self.lock();
+        let mut next = None;
         while let Some(id) = st.snapshot.pop_front() {
             if st.owed.remove(&id) {
-                return Some(id);
+                next = Some(id);
+                break;
             }
         }
-        None
+        self.owing.store(!st.owed.is_empty(), Ordering::Relaxed);
+        next
     }
 
     fn after_push(&self, mut st: std::sync::MutexGuard<'_, State>, was_empty: bool) {
-        if st.bytes + st.in_flight > self.max_pending_bytes {
+        if st.bytes + self.in_flight.load(Ordering::Relaxed) > self.max_pending_bytes {
             st.closed = Some(CloseReason::SlowConsumer);
             drop(st);
             self.wake.notify_one();
@@ -200,20 +217,22 @@ impl Outbox {
         let mut st = self.lock();
         into.append(&mut st.frames);
         st.slots.clear();
-        st.in_flight += std::mem::take(&mut st.bytes);
+        let drained = std::mem::take(&mut st.bytes);
+        self.in_flight.fetch_add(drained, Ordering::Relaxed);
         st.closed
     }
 
     /// Everything drained so far has been written: its charge is released.
     pub fn written(&self) {
-        let done = std::mem::take(&mut self.lock().in_flight);
-        self.budget.release(done);
+        let done = self.in_flight.swap(0, Ordering::Relaxed);
+        if done > 0 {
+            self.budget.release(done);
+        }
     }
 
     /// Bytes charged to this outbox (waiting and being written).
     pub fn charged(&self) -> usize {
-        let st = self.lock();
-        st.bytes + st.in_flight
+        self.lock().bytes + self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Why the outbox was closed, if it was.
@@ -237,8 +256,12 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.budget.release(st.bytes + st.in_flight);
+        let waiting = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes;
+        self.budget.release(waiting + *self.in_flight.get_mut());
     }
 }
 

@@ -193,7 +193,8 @@ impl Relay {
     pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
         let mut members = lock(&from.room.members);
-        let Some(sender) = members.iter().position(|m| m.id == from.id) else {
+        // Members are in join order, so in id order.
+        let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
             return Ok(()); // Already gone.
         };
         let recipients = members.len() - usize::from(!members[sender].echo);
@@ -202,12 +203,13 @@ impl Relay {
             return Err(Overloaded);
         }
         let old = members[sender].latest.replace(frame.clone());
-        self.budget.release(old.map_or(0, |f| f.len()));
+        let mut freed = old.map_or(0, |f| f.len());
         for m in members.iter() {
             if m.id != from.id || m.echo {
-                m.outbox.push_reserved(from.id, frame.clone());
+                freed += m.outbox.push_reserved(from.id, frame.clone());
             }
         }
+        self.budget.release(freed);
         Ok(())
     }
 
@@ -236,7 +238,7 @@ impl Relay {
                 outbox.owe_snapshot([id]);
                 return true;
             }
-            outbox.push_reserved(id, frame);
+            self.budget.release(outbox.push_reserved(id, frame));
             filled += cost;
         }
         false
