@@ -292,6 +292,11 @@ impl Settings {
             config.flush_interval <= Duration::from_secs(1),
             "flush_interval must be at most 1 second"
         );
+        // The flood window is kept per connection in 100 ms slots.
+        anyhow::ensure!(
+            config.flood_seconds <= 60,
+            "flood_seconds must be at most 60"
+        );
         Ok(Self {
             listen: args
                 .listen
@@ -476,6 +481,7 @@ mod tests {
             "flush_interval = 5.0\n",
             "max_memory_bytes = 1048575\n",
             "join_burst_per_ip = 0\n",
+            "flood_seconds = 61\n",
         ] {
             let file: FileSettings = toml::from_str(bad).unwrap();
             assert!(

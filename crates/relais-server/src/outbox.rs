@@ -166,6 +166,25 @@ impl Outbox {
         }
     }
 
+    /// Puts `id` back at the head of what is owed (a pull that could not
+    /// be taken now), without waking the writer: it is the writer that
+    /// pulls, and waking it for this would make it spin.
+    pub fn owe_first(&self, id: u64) {
+        let mut st = self.lock();
+        if st.owed.insert(id) {
+            st.snapshot.push_front(id);
+        }
+        self.owing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `cost` more bytes fit under `max_pending_bytes` (always, if
+    /// nothing is charged: one frame of any size is let through, as a live
+    /// message would be).
+    pub fn has_room_for(&self, cost: usize) -> bool {
+        let charged = self.charged();
+        charged == 0 || charged + cost <= self.max_pending_bytes
+    }
+
     /// Whether some of the snapshot is still owed (without taking the lock:
     /// the writer asks before every batch).
     pub fn owes_snapshot(&self) -> bool {

@@ -96,15 +96,21 @@ impl FloodDetector {
     pub fn record(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.slot_start);
         if elapsed >= Self::SLOT {
-            let steps = (elapsed.as_nanos() / Self::SLOT.as_nanos()) as u64;
-            // Slots that slid out of the window are forgotten (all of them
-            // after a pause as long as the window).
-            for _ in 0..steps.min(self.slots.len() as u64) {
-                self.head = (self.head + 1) % self.slots.len();
-                self.total -= self.slots[self.head];
-                self.slots[self.head] = 0;
+            let steps = elapsed.as_nanos() / Self::SLOT.as_nanos();
+            if steps >= self.slots.len() as u128 {
+                // A pause as long as the window: everything is forgotten.
+                self.slots.fill(0);
+                self.total = 0;
+                self.slot_start = now;
+            } else {
+                // Slots that slid out of the window are forgotten.
+                for _ in 0..steps {
+                    self.head = (self.head + 1) % self.slots.len();
+                    self.total -= self.slots[self.head];
+                    self.slots[self.head] = 0;
+                }
+                self.slot_start += Self::SLOT * steps as u32;
             }
-            self.slot_start += Self::SLOT * steps as u32;
         }
         self.slots[self.head] += 1;
         self.total += 1;

@@ -214,10 +214,13 @@ impl Relay {
     }
 
     /// Moves owed snapshot messages (see [`Outbox::owe_snapshot`]) into the
-    /// member's outbox, at least one and then until about `max_bytes` are
-    /// in, each charged to the memory budget. Returns whether the budget
-    /// stopped it (then try again later). A member that has left is
-    /// skipped: its `LEFT` is already on the way.
+    /// member's outbox until about `max_bytes` are in, each charged to the
+    /// memory budget, and never past the recipient's `max_pending_bytes`
+    /// (so the snapshot never makes a reader a slow consumer; an outbox
+    /// with nothing charged always takes one). Returns whether the budget
+    /// stopped it: then try again later; a stop at the recipient's cap
+    /// resumes once what is waiting has been written. A member that has
+    /// left is skipped: its `LEFT` is already on the way.
     pub fn fill_snapshot(&self, room: &RoomHandle, outbox: &Outbox, max_bytes: usize) -> bool {
         let members = lock(&room.0.members);
         let mut filled = 0;
@@ -234,8 +237,12 @@ impl Relay {
                 continue;
             };
             let cost = frame.len() + ENTRY_COST;
+            if !outbox.has_room_for(cost) {
+                outbox.owe_first(id);
+                return false;
+            }
             if !self.budget.try_data(cost) {
-                outbox.owe_snapshot([id]);
+                outbox.owe_first(id);
                 return true;
             }
             self.budget.release(outbox.push_reserved(id, frame));
@@ -462,5 +469,60 @@ mod tests {
         relay.leave(mb, CloseReason::Normal);
         drop((a, b));
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_snapshot_never_pushes_a_reader_past_its_cap() {
+        let relay = Relay::new();
+        let members: Vec<_> = (0..6)
+            .map(|i| {
+                relay
+                    .join("r", &format!("m{i}"), true, outbox(&relay))
+                    .unwrap()
+            })
+            .collect();
+        for m in &members {
+            relay.publish(m, &[1; 1000]).unwrap();
+        }
+        // Room for two stored messages at a time, not six.
+        let cap = 2 * (1000 + 16 + ENTRY_COST);
+        let j = Arc::new(Outbox::new(cap, relay.budget.clone()));
+        let mj = relay.join("r", "joiner", true, j.clone()).unwrap();
+        frames(&j); // the welcome
+        let mut got = 0;
+        while j.owes_snapshot() {
+            assert!(!relay.fill_snapshot(&mj.room_handle(), &j, usize::MAX));
+            assert!(j.charged() <= cap);
+            let chunk = frames(&j);
+            assert!(!chunk.is_empty(), "progress every round");
+            got += chunk.len();
+        }
+        assert_eq!(got, 6);
+        assert_eq!(j.close_reason(), None, "never a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stalled_by_the_budget_does_not_wake_its_writer() {
+        use futures_util::FutureExt;
+        let budget = Arc::new(MemoryBudget::new(4_000));
+        let relay = Relay::with_budget(budget.clone());
+        let a = Arc::new(Outbox::new(1 << 20, budget.clone()));
+        let ma = relay.join("r", "a", false, a.clone()).unwrap();
+        relay.publish(&ma, &[1; 1500]).unwrap();
+        let j = Arc::new(Outbox::new(1 << 20, budget.clone()));
+        let mj = relay.join("r", "j", true, j.clone()).unwrap();
+        j.wait().await; // the join's wake-up
+        frames(&j);
+        // Spend the budget: the pull stalls and leaves the debt in place.
+        let hog = crate::budget::Charge::data(&budget, 4_000 - budget.used()).unwrap();
+        assert!(relay.fill_snapshot(&mj.room_handle(), &j, usize::MAX));
+        assert!(j.owes_snapshot());
+        assert!(
+            j.wait().now_or_never().is_none(),
+            "no wake-up: it would spin"
+        );
+        drop(hog);
+        assert!(!relay.fill_snapshot(&mj.room_handle(), &j, usize::MAX));
+        assert_eq!(frames(&j), [msg("a", &[1; 1500])]);
     }
 }

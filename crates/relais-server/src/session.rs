@@ -244,7 +244,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         // Reader first: when the client's goodbye and the reset that follows
         // it are seen in one poll, the reason is the goodbye.
         biased;
-        reason = read_loop(source, relay, &membership, &outbox, config, grant) => reason,
+        reason = read_loop(source, relay, &membership, &outbox, ctx, grant) => reason,
         reason = &mut writer => reason,
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };
@@ -286,15 +286,23 @@ fn admit(
         .map_err(|reason| (reason, format!("{reason}")))
 }
 
+/// The newest message a session holds back (over the rate, or while the
+/// memory budget is spent), charged to the budget while it is held.
+struct Held {
+    payload: Bytes,
+    _charge: Charge,
+}
+
 /// Reads frames from the client until it leaves or misbehaves; returns why.
 async fn read_loop<S: FrameSource>(
     source: &mut S,
     relay: &Relay,
     membership: &Membership,
     outbox: &Outbox,
-    config: &Config,
+    ctx: &ServerContext,
     grant: Grant,
 ) -> CloseReason {
+    let config = &ctx.config;
     let ping = ServerFrame::Ping.to_bytes();
     let pong = ServerFrame::Pong.to_bytes();
     let mut unanswered_pings = 0u32;
@@ -302,14 +310,18 @@ async fn read_loop<S: FrameSource>(
     let mut bucket = TokenBucket::new(config.max_message_rate, config.message_burst, now);
     let mut flood = FloodDetector::new(
         u64::from(config.max_message_rate)
-            * u64::from(config.flood_factor)
-            * u64::from(config.flood_seconds.max(1)),
+            .saturating_mul(u64::from(config.flood_factor))
+            .saturating_mul(u64::from(config.flood_seconds.max(1))),
         Duration::from_secs(config.flood_seconds.max(1).into()),
         now,
     );
     // The newest message sent over the rate (or while the memory budget is
     // spent), relayed when a token frees up (and not before `retry_at`).
-    let mut held: Option<Bytes> = None;
+    let mut held: Option<Held> = None;
+    let hold = |payload: Bytes| Held {
+        _charge: Charge::force(&ctx.budget, payload.len()),
+        payload,
+    };
     let mut retry_at = now;
     // One keepalive timer for the whole session, not one per frame: a frame
     // only records when it came; the timer, when it fires, checks whether
@@ -344,9 +356,9 @@ async fn read_loop<S: FrameSource>(
             () = next => {
                 let now = Instant::now();
                 if bucket.try_take(now) {
-                    if let Some(payload) = held.take() {
-                        if relay.publish(membership, &payload).is_err() {
-                            held = Some(payload);
+                    if let Some(h) = held.take() {
+                        if relay.publish(membership, &h.payload).is_err() {
+                            held = Some(h);
                             retry_at = now + OVERLOAD_RETRY;
                         }
                     }
@@ -380,19 +392,20 @@ async fn read_loop<S: FrameSource>(
                 }
                 if held.is_none() && bucket.try_take(now) {
                     if relay.publish(membership, &payload).is_err() {
-                        held = Some(payload);
+                        held = Some(hold(payload));
                         retry_at = now + OVERLOAD_RETRY;
                     }
                 } else {
-                    held = Some(payload);
+                    held = Some(hold(payload));
                 }
             }
             Ok(ClientFrame::Ping) => outbox.push_message(PONG_SLOT, pong.clone()),
             Ok(ClientFrame::Pong) => {}
             Ok(ClientFrame::Goodbye(..)) => {
                 // A client's last word is relayed even if it was over the rate.
-                if let Some(payload) = held.take() {
-                    let _ = relay.publish(membership, &payload);
+                // (Unless the memory budget is spent: then it is lost.)
+                if let Some(h) = held.take() {
+                    let _ = relay.publish(membership, &h.payload);
                 }
                 return CloseReason::Normal;
             }

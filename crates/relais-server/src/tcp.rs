@@ -56,6 +56,10 @@ impl<R: AsyncRead + Unpin + Send> FrameSource for StreamSource<R> {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
         loop {
             if let Some(body) = self.decoder.decode(&mut self.buf)? {
+                // After a large frame, don't keep its buffer around.
+                if self.buf.is_empty() && self.buf.capacity() > 16 * 1024 {
+                    self.buf = BytesMut::new();
+                }
                 return Ok(Some(body));
             }
             if self.buf.capacity() == self.buf.len() {
