@@ -332,6 +332,21 @@ mod tests {
         out
     }
 
+    /// `n` members of room "r", `m0`…, each with `payload` as its latest.
+    fn room_with_state(relay: &Relay, n: usize, payload: &[u8]) -> Vec<Membership> {
+        let members: Vec<_> = (0..n)
+            .map(|i| {
+                relay
+                    .join("r", &format!("m{i}"), true, outbox(relay))
+                    .unwrap()
+            })
+            .collect();
+        for m in &members {
+            relay.publish(m, payload).unwrap();
+        }
+        members
+    }
+
     fn msg(sender: &str, payload: &'static [u8]) -> ServerFrame {
         ServerFrame::Message {
             sender: sender.into(),
@@ -420,16 +435,7 @@ mod tests {
     #[test]
     fn the_snapshot_is_pulled_in_chunks_and_live_messages_settle_it() {
         let relay = Relay::new();
-        let members: Vec<_> = (0..10)
-            .map(|i| {
-                relay
-                    .join("r", &format!("m{i}"), true, outbox(&relay))
-                    .unwrap()
-            })
-            .collect();
-        for m in &members {
-            relay.publish(m, &[7; 100]).unwrap();
-        }
+        let members = room_with_state(&relay, 10, &[7; 100]);
         let j = outbox(&relay);
         let mj = relay.join("r", "joiner", true, j.clone()).unwrap();
         assert_eq!(frames(&j).len(), 1, "only the welcome: nothing copied in");
@@ -474,16 +480,7 @@ mod tests {
     #[test]
     fn the_snapshot_never_pushes_a_reader_past_its_cap() {
         let relay = Relay::new();
-        let members: Vec<_> = (0..6)
-            .map(|i| {
-                relay
-                    .join("r", &format!("m{i}"), true, outbox(&relay))
-                    .unwrap()
-            })
-            .collect();
-        for m in &members {
-            relay.publish(m, &[1; 1000]).unwrap();
-        }
+        let members = room_with_state(&relay, 6, &[1; 1000]);
         // Room for two stored messages at a time, not six.
         let cap = 2 * (1000 + 16 + ENTRY_COST);
         let j = Arc::new(Outbox::new(cap, relay.budget.clone()));
