@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn the_snapshot_never_pushes_a_reader_past_its_cap() {
         let relay = Relay::new();
-        let members = room_with_state(&relay, 6, &[1; 1000]);
+        let _members = room_with_state(&relay, 6, &[1; 1000]);
         // Room for two stored messages at a time, not six.
         let cap = 2 * (1000 + 16 + ENTRY_COST);
         let j = Arc::new(Outbox::new(cap, relay.budget.clone()));
