@@ -21,10 +21,12 @@ pub struct Config {
     /// [`crate::pacing`]). Also bounds the last frames written to a
     /// connection that is being closed.
     pub write_deadline: Duration,
-    /// Most bytes that may wait in one recipient's outbox; past it the
-    /// recipient is dropped as a slow consumer. Conflation keeps one message
-    /// per sender, so this is only reached by a recipient that has stopped
-    /// reading in a room of many large senders.
+    /// Most bytes that may wait in one recipient's outbox or be in the batch
+    /// being written to it (each frame counted with its 32-byte handle); past
+    /// it the recipient is dropped as a slow consumer. Conflation keeps one
+    /// message per sender, so this is only reached by a recipient that has
+    /// stopped reading in a room of many large senders; the late-joiner
+    /// snapshot is pulled only while it fits.
     pub max_pending_bytes: usize,
     /// Shortest time between two writes to a busy client (one receiving
     /// more than [`crate::batching::BUSY_RATE`] frames a second): messages
@@ -35,7 +37,8 @@ pub struct Config {
     /// Kernel send buffer of each client socket (`SO_SNDBUF`; Linux doubles
     /// it for bookkeeping), or 0 (the default) for the kernel's autotuning.
     /// Pacing ([`crate::pacing`]) already keeps what waits in the kernel to
-    /// about what the link drains in a round trip plus 20 ms; a fixed small
+    /// about what the link drains in a round trip plus max(20 ms, a round
+    /// trip); a fixed small
     /// buffer would only cap throughput on links with a long round trip
     /// (at most this much can be in flight).
     pub send_buffer_bytes: usize,

@@ -79,7 +79,7 @@ pub struct ServerContext {
     /// The server-wide memory budget.
     pub budget: Arc<MemoryBudget>,
     /// Per-address connection, handshake and join counts.
-    pub per_ip: Arc<PerIp>,
+    per_ip: Arc<PerIp>,
     connections: Arc<Semaphore>,
     /// Refused connections being answered; past [`MAX_REFUSING`] a refused
     /// connection is closed without an answer.
@@ -99,7 +99,7 @@ pub struct Admission {
     // `connection_count()` has dropped, so has everything else.
     _memory: Charge,
     ip: Option<IpGuard>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Admission {
@@ -122,8 +122,8 @@ impl Admission {
 pub struct Refusal {
     /// Why.
     pub reason: RefuseReason,
-    /// Held while the refusal is answered; `None`: close without answering.
-    pub answer: Option<OwnedSemaphorePermit>,
+    /// Held while the refusal is answered.
+    _answer: OwnedSemaphorePermit,
 }
 
 impl ServerContext {
@@ -158,11 +158,13 @@ impl ServerContext {
     /// Admits a new connection from `peer` (`None`: not a network peer, as
     /// in tests over in-memory pipes) that holds `cost` bytes of buffers,
     /// or says why not: the server is full, the address has too many
-    /// connections or handshakes, or the memory budget is spent.
-    pub fn admit(&self, peer: Option<IpAddr>, cost: usize) -> Result<Admission, Refusal> {
-        let refuse = |reason| Refusal {
-            reason,
-            answer: self.refusing.clone().try_acquire_owned().ok(),
+    /// connections or handshakes, or the memory budget is spent. `Err(None)`:
+    /// refused, and [`MAX_REFUSING`] refusals are being answered already:
+    /// close it at once, unanswered.
+    pub fn admit(&self, peer: Option<IpAddr>, cost: usize) -> Result<Admission, Option<Refusal>> {
+        let refuse = |reason| {
+            let answer = self.refusing.clone().try_acquire_owned().ok();
+            answer.map(|_answer| Refusal { reason, _answer })
         };
         let permit = self
             .connections
@@ -178,7 +180,7 @@ impl ServerContext {
         Ok(Admission {
             _memory: memory,
             ip,
-            _permit: Some(permit),
+            _permit: permit,
         })
     }
 
@@ -276,8 +278,14 @@ impl Server {
         self.tasks.wait().await;
     }
 
-    /// What a new connection is charged to the memory budget.
-    fn connection_cost(&self, websocket: bool) -> usize {
+    /// Admits a connection accepted from `peer`, charging what it holds to
+    /// the memory budget, or refuses it; `None`: too many refusals are being
+    /// answered, close it at once.
+    fn admit(
+        &self,
+        peer: std::net::SocketAddr,
+        websocket: bool,
+    ) -> Option<Result<Admission, Refusal>> {
         let mut cost = budget::TCP_CONNECTION_COST;
         if websocket {
             cost += budget::WS_CONNECTION_COST;
@@ -285,7 +293,10 @@ impl Server {
         if self.tls.is_some() {
             cost += budget::TLS_CONNECTION_COST;
         }
-        cost
+        match self.ctx.admit(Some(peer.ip()), cost) {
+            Ok(admission) => Some(Ok(admission)),
+            Err(refusal) => refusal.map(Err),
+        }
     }
 
     /// The accept loop. Returns when the server shuts down.
@@ -294,30 +305,20 @@ impl Server {
             info!(%addr, "listening (tcp)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let admission = self.ctx.admit(Some(peer.ip()), self.connection_cost(false));
-            if let Err(Refusal { answer: None, .. }) = admission {
-                continue; // Too many refusals being answered: close at once.
-            }
+            let Some(admission) = self.admit(peer, false) else {
+                continue;
+            };
             let ctx = self.ctx.clone();
             let tls = self.tls.clone();
             self.tasks.spawn(async move {
                 // The TLS handshake, if any, runs here, in the connection's
-                // task (shorter for a connection that is only told why not).
-                let timeout = match &admission {
-                    Ok(_) => ctx.config.handshake_timeout,
-                    Err(_) => ws::REFUSED_HEAD_TIMEOUT.min(ctx.config.handshake_timeout),
-                };
+                // task.
+                let timeout = session::handshake_timeout(&ctx.config, &admission);
                 let split = tls::split_tcp(stream, tls.as_ref(), &ctx, peer, timeout);
                 let Some((source, sink)) = split.await else {
                     return;
                 };
-                match admission {
-                    Ok(admission) => session::run(source, sink, ctx, admission).await,
-                    Err(refusal) => {
-                        debug!(%peer, reason = %refusal.reason, "refused");
-                        session::refuse_connection(source, sink, refusal, &ctx).await
-                    }
-                }
+                session::serve_or_refuse(source, sink, ctx, admission, peer).await
             });
         }
     }
@@ -332,10 +333,9 @@ impl Server {
             info!(%addr, ?pages, "listening (websocket)");
         }
         while let Some((stream, peer)) = self.next_connection(&listener).await {
-            let admission = self.ctx.admit(Some(peer.ip()), self.connection_cost(true));
-            if let Err(Refusal { answer: None, .. }) = admission {
-                continue; // Too many refusals being answered: close at once.
-            }
+            let Some(admission) = self.admit(peer, true) else {
+                continue;
+            };
             let span = tracing::info_span!("ws", %peer);
             self.tasks.spawn(
                 ws::serve_connection(

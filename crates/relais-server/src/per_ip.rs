@@ -114,7 +114,8 @@ impl PerIp {
     }
 
     /// How many connections `ip` has open now.
-    pub fn connections(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn connections(&self, ip: IpAddr) -> usize {
         let st = self.lock();
         st.entries.get(&IpKey::of(ip)).map_or(0, |e| e.connections)
     }

@@ -28,9 +28,14 @@ impl TokenBucket {
         }
     }
 
-    fn refill(&mut self, now: Instant) {
+    /// The tokens there would be at `now`, without the cap at `burst`.
+    fn tokens_at(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens + elapsed * self.rate
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.tokens_at(now).min(self.burst);
         self.last = now;
     }
 
@@ -49,8 +54,7 @@ impl TokenBucket {
 
     /// Whether the bucket has saved up its whole burst by `now`.
     pub fn is_full(&self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens + elapsed * self.rate >= self.burst
+        self.tokens_at(now) >= self.burst
     }
 
     /// When the next token will be available (rounded up to the nanosecond).

@@ -258,7 +258,7 @@ impl Relay {
         let mut rooms = lock(&self.rooms);
         let room = &membership.room;
         let mut members = lock(&room.members);
-        if let Some(i) = members.iter().position(|m| m.id == membership.id) {
+        if let Ok(i) = members.binary_search_by_key(&membership.id, |m| m.id) {
             // `remove`, not `swap_remove`: members stay in join order, which
             // is id order (see `fill_snapshot`).
             let gone = members.remove(i);

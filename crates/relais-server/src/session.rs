@@ -86,7 +86,7 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 pub const REFUSE_LINGER: Duration = Duration::from_millis(250);
 
 /// Most bytes one session pulls from its late-joiner snapshot at a time.
-pub const SNAPSHOT_CHUNK: usize = 64 * 1024;
+const SNAPSHOT_CHUNK: usize = 64 * 1024;
 
 /// While the memory budget is spent, a held message is retried this often.
 const OVERLOAD_RETRY: Duration = Duration::from_millis(10);
@@ -102,23 +102,48 @@ pub async fn run<S: FrameSource, W: FrameSink>(
     linger(&mut source, LINGER).await;
 }
 
+/// How long a refused connection has for its TLS handshake and then, on
+/// the WebSocket port, for its request head (it needs the upgrade before
+/// it can be told why it is refused).
+pub const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a connection has for each phase of its handshake (TLS, HTTP
+/// upgrade, `HELLO`): shorter for one that is only told why not.
+pub fn handshake_timeout(config: &Config, admission: &Result<Admission, Refusal>) -> Duration {
+    match admission {
+        Ok(_) => config.handshake_timeout,
+        Err(_) => REFUSED_HEAD_TIMEOUT.min(config.handshake_timeout),
+    }
+}
+
+/// Serves an admitted connection ([`run`]), or answers a refused one
+/// ([`refuse_connection`]).
+pub async fn serve_or_refuse<S: FrameSource, W: FrameSink>(
+    source: S,
+    sink: W,
+    ctx: Arc<ServerContext>,
+    admission: Result<Admission, Refusal>,
+    peer: std::net::SocketAddr,
+) {
+    match admission {
+        Ok(admission) => run(source, sink, ctx, admission).await,
+        Err(refusal) => {
+            debug!(%peer, reason = %refusal.reason, "refused");
+            refuse_connection(source, sink, refusal, &ctx).await
+        }
+    }
+}
+
 /// Answers a connection the server does not take: the `REFUSED` frame at
 /// once (the client's `HELLO` is not waited for), then closes within
-/// [`REFUSE_LINGER`]. Without a permit to answer (too many refusals at
-/// once), closes at once.
+/// [`REFUSE_LINGER`].
 pub async fn refuse_connection<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
     refused: Refusal,
     ctx: &ServerContext,
 ) {
-    let Refusal {
-        reason,
-        answer: Some(_permit),
-    } = refused
-    else {
-        return;
-    };
+    let reason = refused.reason;
     let refuse = async {
         let last_words = [refusal(reason, &reason.to_string())];
         send_final(&mut sink, &last_words, REFUSE_LINGER).await;
@@ -184,35 +209,17 @@ async fn serve<S: FrameSource, W: FrameSink>(
         Err(last_words) => {
             // Room lists can be long: their bytes count like any other.
             let bytes = last_words.iter().map(Bytes::len).sum();
-            let Some(_charge) = Charge::data(&ctx.budget, bytes) else {
-                let reason = RefuseReason::Overloaded;
-                let last_words = [refusal(reason, &reason.to_string())];
-                return send_final(sink, &last_words, config.write_deadline).await;
+            let charge = Charge::data(&ctx.budget, bytes);
+            let last_words = match charge {
+                Some(_) => last_words,
+                None => vec![refusal(RefuseReason::Overloaded, "server overloaded")],
             };
             return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes, ctx.budget.clone()));
-    // The join rate and the budget first (cheap, and they bound the work a
-    // stranger can cause), then the token: nobody sees a client join that
-    // it does not admit.
-    let admitted = admission
-        .try_join()
-        .and_then(|()| {
-            if ctx.budget.try_admit(0) {
-                Ok(())
-            } else {
-                Err(RefuseReason::Overloaded)
-            }
-        })
-        .map_err(|reason| (reason, reason.to_string()))
-        .and_then(|()| {
-            auth::check_hello(ctx.auth.as_ref(), &hello, auth::unix_now())
-                .map_err(|e| (e.refuse_reason(), e.to_string()))
-        })
-        .and_then(|grant| Ok((admit(relay, &hello, outbox.clone())?, grant)));
-    let (membership, grant) = match admitted {
+    let (membership, grant) = match admit(ctx, admission, &hello, outbox.clone()) {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
             debug!(name = ?hello.name, %reason, "refused");
@@ -261,13 +268,24 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     }
 }
 
-/// Checks a handshake's version and names and registers the client under
-/// its name's NFC form (see `relais_protocol::normalize_name`).
+/// Checks a handshake and registers the client under its name's NFC form
+/// (see `relais_protocol::normalize_name`), or says why not. The join rate
+/// and the budget first (cheap, and they bound the work a stranger can
+/// cause), then the token (nobody sees a client join that it does not
+/// admit), then version, names and the room.
 fn admit(
-    relay: &Relay,
+    ctx: &ServerContext,
+    admission: &Admission,
     hello: &Hello,
     outbox: Arc<Outbox>,
-) -> Result<Membership, (RefuseReason, String)> {
+) -> Result<(Membership, Grant), (RefuseReason, String)> {
+    let refused = |reason: RefuseReason| (reason, reason.to_string());
+    admission.try_join().map_err(refused)?;
+    if ctx.budget.used() > ctx.budget.admission_ceiling() {
+        return Err(refused(RefuseReason::Overloaded));
+    }
+    let grant = auth::check_hello(ctx.auth.as_ref(), hello, auth::unix_now())
+        .map_err(|e| (e.refuse_reason(), e.to_string()))?;
     if hello.version != VERSION {
         return Err((
             RefuseReason::UnsupportedVersion,
@@ -281,9 +299,11 @@ fn admit(
     } else {
         normalize_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?
     };
-    relay
+    let membership = ctx
+        .relay
         .join(&room, &name, hello.echo, outbox)
-        .map_err(|reason| (reason, format!("{reason}")))
+        .map_err(refused)?;
+    Ok((membership, grant))
 }
 
 /// The newest message a session holds back (over the rate, or while the

@@ -7,7 +7,7 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use relais_protocol::{FrameDecoder, MAX_HELLO_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
 use crate::session::{FrameSink, FrameSource, ReadError};
@@ -19,18 +19,10 @@ use crate::Config;
 pub fn tune(stream: &TcpStream, config: &Config) {
     // Relayed updates are small and latency-bound: never wait to coalesce.
     let _ = stream.set_nodelay(true);
-    // A small kernel send buffer keeps the backlog of a client that stops
-    // reading in its outbox, where newer messages replace older ones, rather
-    // than in the kernel, where megabytes of stale updates would wait.
+    // Only if configured: pacing already bounds what waits in the kernel.
     if config.send_buffer_bytes > 0 {
         let _ = socket2::SockRef::from(stream).set_send_buffer_size(config.send_buffer_bytes);
     }
-}
-
-/// Splits a connected socket into the session's frame source and sink.
-pub fn split(stream: TcpStream) -> (StreamSource<OwnedReadHalf>, StreamSink<OwnedWriteHalf>) {
-    let (read, write) = stream.into_split();
-    (StreamSource::new(read), StreamSink::new(write))
 }
 
 /// Frames read from a byte stream.
@@ -151,9 +143,15 @@ pub trait SendQueueProbe {
     fn send_queue(&self) -> Option<SendQueue>;
 }
 
+impl SendQueueProbe for TcpStream {
+    fn send_queue(&self) -> Option<SendQueue> {
+        tcp_info::send_queue(self).ok()
+    }
+}
+
 impl SendQueueProbe for OwnedWriteHalf {
     fn send_queue(&self) -> Option<SendQueue> {
-        tcp_info::send_queue(self.as_ref()).ok()
+        self.as_ref().send_queue()
     }
 }
 

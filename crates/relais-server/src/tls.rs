@@ -239,9 +239,23 @@ pub(crate) async fn accept(
     peer: SocketAddr,
     timeout: Duration,
 ) -> Option<ClientStream> {
-    let Some(tls) = tls else {
-        return Some(Either::Left(SharedTcp::new(socket)));
-    };
+    match tls {
+        None => Some(Either::Left(SharedTcp::new(socket))),
+        Some(tls) => Some(Either::Right(
+            handshake(tls, socket, ctx, peer, timeout).await?,
+        )),
+    }
+}
+
+/// The server side of a TLS handshake on `socket`, or `None` (logged) if it
+/// failed, took longer than `timeout`, or the server shut down meanwhile.
+async fn handshake(
+    tls: &TlsConfig,
+    socket: Arc<TcpStream>,
+    ctx: &ServerContext,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<SharedTcp>> {
     let handshake = tokio::time::timeout(
         timeout,
         TlsAcceptor::from(tls.config.clone()).accept(SharedTcp::new(socket)),
@@ -251,7 +265,7 @@ pub(crate) async fn accept(
         () = ctx.shutdown.cancelled() => return None,
     };
     match outcome {
-        Ok(Ok(stream)) => Some(Either::Right(stream)),
+        Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");
             None
@@ -271,8 +285,7 @@ pub type TcpWrite = Either<OwnedWriteHalf, TlsWriteHalf>;
 /// The TCP transport's frame source and sink for an accepted socket, over
 /// TLS if `tls` is set. `None` if the TLS handshake failed, took longer
 /// than `timeout`, or the server shut down meanwhile. Without TLS these are
-/// the socket's own halves, as in [`crate::tcp::split`]: no lock between
-/// them.
+/// the socket's own halves: no lock between them.
 pub async fn split_tcp(
     stream: TcpStream,
     tls: Option<&TlsConfig>,
@@ -280,18 +293,15 @@ pub async fn split_tcp(
     peer: SocketAddr,
     timeout: Duration,
 ) -> Option<(StreamSource<TcpRead>, StreamSink<TcpWrite>)> {
-    if tls.is_none() {
+    let Some(tls) = tls else {
         let (read, write) = stream.into_split();
         return Some((
             StreamSource::new(Either::Left(read)),
             StreamSink::new(Either::Left(write)),
         ));
-    }
-    let socket = Arc::new(stream);
-    let Some(Either::Right(tls_stream)) = accept(tls, socket.clone(), ctx, peer, timeout).await
-    else {
-        return None;
     };
+    let socket = Arc::new(stream);
+    let tls_stream = handshake(tls, socket.clone(), ctx, peer, timeout).await?;
     let (read, write) = tokio::io::split(tls_stream);
     Some((
         StreamSource::new(Either::Right(read)),
@@ -328,7 +338,7 @@ impl AsyncWrite for TlsWriteHalf {
 
 impl SendQueueProbe for TlsWriteHalf {
     fn send_queue(&self) -> Option<SendQueue> {
-        crate::tcp_info::send_queue(&*self.socket).ok()
+        self.socket.send_queue()
     }
 }
 

@@ -44,7 +44,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -62,6 +61,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::session::{self, FrameSink, FrameSource, ReadError};
+use crate::tcp::SendQueueProbe;
 use crate::tls::{self, ClientStream, TlsConfig};
 use crate::web::{self, Request};
 use crate::{Admission, Refusal, ServerContext};
@@ -98,7 +98,7 @@ pub fn websocket_config() -> WebSocketConfig {
 /// relais session over it. With `tls`, all of it runs over TLS, whose
 /// handshake comes first. A refused connection (the server is full, the
 /// address over its limits, the memory budget spent) gets its TLS handshake
-/// and request head within [`REFUSED_HEAD_TIMEOUT`] each, then an upgrade
+/// and request head within [`session::REFUSED_HEAD_TIMEOUT`] each, then an upgrade
 /// is refused with a `REFUSED` frame, plain HTTP with a 503.
 pub(crate) async fn serve_connection(
     stream: TcpStream,
@@ -109,10 +109,7 @@ pub(crate) async fn serve_connection(
     tls: Option<TlsConfig>,
 ) {
     let (config, shutdown) = (&ctx.config, &ctx.shutdown);
-    let head_timeout = match &admission {
-        Ok(_) => config.handshake_timeout,
-        Err(_) => REFUSED_HEAD_TIMEOUT.min(config.handshake_timeout),
-    };
+    let head_timeout = session::handshake_timeout(config, &admission);
     let socket = Arc::new(stream);
     let tls_stream = tls::accept(tls.as_ref(), socket.clone(), &ctx, peer, head_timeout);
     let Some(mut stream) = tls_stream.await else {
@@ -159,19 +156,8 @@ pub(crate) async fn serve_connection(
     }
     let (source, sink) = split(stream, socket, leftover).await;
     debug!(%peer, "websocket connected");
-    match admission {
-        Ok(admission) => session::run(source, sink, ctx, admission).await,
-        Err(refusal) => {
-            debug!(%peer, reason = %refusal.reason, "refused");
-            session::refuse_connection(source, sink, refusal, &ctx).await
-        }
-    }
+    session::serve_or_refuse(source, sink, ctx, admission, peer).await
 }
-
-/// How long a refused WebSocket connection has for its TLS handshake and
-/// then its request head (it needs the upgrade before it can be told why it
-/// is refused).
-pub const REFUSED_HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most bytes a WebSocket client may send after its request head and before
 /// its handshake is answered: one largest `HELLO` in one masked frame (at
@@ -439,7 +425,7 @@ impl FrameSink for WsSink {
     }
 
     fn send_queue(&self) -> Option<crate::pacing::SendQueue> {
-        crate::tcp_info::send_queue(&*self.tcp).ok()
+        SendQueueProbe::send_queue(&*self.tcp)
     }
 }
 

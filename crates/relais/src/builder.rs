@@ -296,8 +296,7 @@ impl ClientBuilder {
             .checked_add(self.connect_timeout)
             .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
 
-        let host = addr.host();
-        let mut stream = start(open(addr, deadline)?, self.tls.as_ref(), host, deadline)?;
+        let mut stream = start(addr, self.tls.as_ref(), deadline)?;
         let hello = Hello {
             version: VERSION,
             name: name.clone(),
@@ -365,7 +364,7 @@ pub(crate) fn remaining(deadline: Instant) -> Result<Duration, ConnectError> {
 
 /// An I/O error during the connect phase, with socket timeouts reported as
 /// the connect timeout they stand for.
-fn io_error(e: io::Error) -> ConnectError {
+pub(crate) fn io_error(e: io::Error) -> ConnectError {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnectError::Timeout,
         _ => ConnectError::Io(e),
@@ -390,14 +389,16 @@ fn open(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream, Connec
     })
 }
 
-/// The byte stream over a new connection: the socket, or TLS over it once
-/// its handshake (bounded by `deadline`) is done.
+/// Connects to `addr` and returns the byte stream over the connection: the
+/// socket, or TLS over it once its handshake is done (both bounded by
+/// `deadline`; TLS checks the certificate against `addr`'s host).
 fn start(
-    socket: TcpStream,
+    addr: impl ServerAddr,
     tls: Option<&TlsOptions>,
-    host: Option<String>,
     deadline: Instant,
 ) -> Result<Transport, ConnectError> {
+    let host = addr.host();
+    let socket = open(addr, deadline)?;
     socket.set_nodelay(true)?;
     Ok(match tls {
         None => Transport::Plain(socket),
@@ -514,8 +515,7 @@ fn rooms_of(
     tls: Option<&TlsOptions>,
 ) -> Result<Vec<RoomInfo>, ConnectError> {
     let deadline = Instant::now() + DEFAULT_CONNECT_TIMEOUT;
-    let host = addr.host();
-    let mut stream = start(open(addr, deadline)?, tls, host, deadline)?;
+    let mut stream = start(addr, tls, deadline)?;
     stream
         .socket()
         .set_write_timeout(Some(remaining(deadline)?))?;

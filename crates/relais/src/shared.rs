@@ -103,7 +103,7 @@ pub(crate) struct Shared {
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the
 /// data consistent, so a panic elsewhere must not take the client down too.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

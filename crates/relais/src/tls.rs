@@ -18,7 +18,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
@@ -26,7 +26,10 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use crate::builder::io_error;
 use crate::error::ConnectError;
+use crate::shared::lock;
+use crate::worker::READ_CHUNK;
 
 /// How to connect with TLS: which certificate authorities to trust and which
 /// name the server's certificate must carry. Given to
@@ -200,13 +203,12 @@ fn handshake_error(e: io::Error) -> ConnectError {
         return ConnectError::Tls(describe(tls));
     }
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnectError::Timeout,
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => ConnectError::Tls(
             "the server closed the connection during the TLS handshake \
              (does it speak TLS on this port?)"
                 .into(),
         ),
-        _ => ConnectError::Io(e),
+        _ => io_error(e),
     }
 }
 
@@ -242,14 +244,6 @@ impl fmt::Debug for TlsStream {
             .field("socket", &self.socket)
             .finish_non_exhaustive()
     }
-}
-
-/// Bytes asked of the kernel per `read()`.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// Locks the session, ignoring poisoning (as `shared.rs` does).
-fn lock(conn: &Mutex<ClientConnection>) -> MutexGuard<'_, ClientConnection> {
-    conn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TlsStream {
