@@ -73,7 +73,11 @@ function shortString(s) {
   return [b.length, ...b];
 }
 
-/** Names: 1–64 bytes of UTF-8, no control characters (the server checks too). */
+/**
+ * A rough pre-check of names: 1–64 bytes of UTF-8 as given, no control
+ * characters. The server applies the whole rule (NFC, invisible and bidi
+ * characters, look-alikes; PROTOCOL.md section 7) and refuses the rest.
+ */
 function checkName(what, s) {
   const len = encoder.encode(s).length;
   if (len < 1 || len > 64 || /[\u0000-\u001f\u007f-\u009f]/.test(s)) {

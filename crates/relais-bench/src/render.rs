@@ -316,12 +316,13 @@ fn write_targets(w: &mut String, reports: &[Report], sizes: &[usize]) {
             .collect();
         let _ = writeln!(
             w,
-            "| overload (N={}, R={} Hz): relais p99 < {OVERLOAD_P99_MS} ms, bounded where peers queue up | relais {:.2} ms; {} | {} |",
+            "| overload (N={}, R={} Hz): relais p99 < {OVERLOAD_P99_MS} ms, bounded where peers queue up | relais {:.2} ms; {} | {}{} |",
             ours.clients,
             ours.rate_hz,
             ours.latency_ms.p99,
             peers.join(", "),
-            verdict(p99_or_inf(ours) < OVERLOAD_P99_MS)
+            verdict(p99_or_inf(ours) < OVERLOAD_P99_MS),
+            dagger_if(overload.iter().any(|r| generator_bound(r)))
         );
     }
     let ours = largest_room(reports, "relais");
@@ -337,7 +338,7 @@ fn write_targets(w: &mut String, reports: &[Report], sizes: &[usize]) {
     };
     let _ = writeln!(
         w,
-        "| largest room with p99 < {ROOM_P99_MS} ms and ≥ 99% delivered ≥ 1.5× best peer (sizes tried: {}) | relais {}, best peer {} ({}): {ratio} | {} |\n",
+        "| largest room with p99 < {ROOM_P99_MS} ms and ≥ 99% delivered ≥ 1.5× best peer (sizes tried: {}) | relais {}, best peer {} ({}): {ratio} | {}{} |\n",
         sizes
             .iter()
             .map(usize::to_string)
@@ -346,7 +347,14 @@ fn write_targets(w: &mut String, reports: &[Report], sizes: &[usize]) {
         show(ours),
         show(peer.map(|p| p.0)),
         peer.map_or("–", |p| p.1),
-        verdict(ok)
+        verdict(ok),
+        dagger_if(
+            [ours.map(|n| ("relais", n)), peer.map(|(n, s)| (s, n))]
+                .into_iter()
+                .flatten()
+                .filter_map(|(s, n)| find(reports, MATRIX, s, n))
+                .any(generator_bound)
+        )
     );
     let _ = writeln!(
         w,

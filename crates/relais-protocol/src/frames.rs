@@ -208,7 +208,8 @@ impl ClientFrame {
                 put_short_str(b, &h.name);
                 put_short_str(b, &h.room);
                 if let Some(t) = &h.token {
-                    // A longer token is sent whole; the server refuses it.
+                    // A token over MAX_TOKEN_LEN is sent (cut at u16::MAX
+                    // bytes) for the server to refuse.
                     let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
                     b.put_u16(t.len() as u16);
                     b.put_slice(t);
