@@ -10,11 +10,6 @@ use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Runs blocking client code off the async test runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_library_clients_talk_and_see_each_other() {
     let s = TestServer::start().await;

@@ -4,27 +4,17 @@
 
 use std::time::Duration;
 
-use relais_protocol::{ClientFrame, Hello, RefuseReason, ServerFrame, MAX_PAYLOAD, VERSION};
+use relais_protocol::{ClientFrame, RefuseReason, ServerFrame, MAX_PAYLOAD};
 use relais_server::Config;
 use tokio::time::Instant;
 
-use crate::support::{unlimited, Raw, TestServer};
+use crate::support::{hello_frame, unlimited, Raw, TestServer};
 
 /// This process's resident memory, in bytes.
 fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
-}
-
-fn hello(name: &str, room: &str) -> ClientFrame {
-    ClientFrame::Hello(Hello {
-        version: VERSION,
-        name: name.into(),
-        room: room.into(),
-        echo: false,
-        token: None,
-    })
 }
 
 /// 120 members each store a 64 KiB update; then 800 clients join and never
@@ -67,7 +57,8 @@ async fn non_reading_joiners_stay_within_the_memory_budget() {
     let mut joiners = Vec::new();
     for i in 0..800 {
         let mut c = Raw::connect(s.addr, Some(4096)).await;
-        c.send(hello(&format!("j{i}"), "arena")).await;
+        c.send(hello_frame(&format!("j{i}"), "arena", false, None))
+            .await;
         // Admitted (it reads its WELCOME, and nothing after).
         match c.next().await {
             Some(ServerFrame::Welcome(_)) => {}
@@ -76,14 +67,20 @@ async fn non_reading_joiners_stay_within_the_memory_budget() {
         joiners.push(c);
     }
     let ctx = s.server.context();
-    // Watch for two seconds while the writers push what the connections
-    // take.
+    // Watch while the writers push what the connections take, until what
+    // is charged has settled (unchanged for half a second).
     let mut peak_rss = rss();
     let mut most_members = 0;
-    for _ in 0..40 {
+    let (mut last, mut steady) = (usize::MAX, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while steady < 10 {
+        assert!(Instant::now() < deadline, "the writers settle");
         tokio::time::sleep(Duration::from_millis(50)).await;
         peak_rss = peak_rss.max(rss());
         most_members = most_members.max(ctx.relay.member_count());
+        let used = ctx.budget.used();
+        steady = if used == last { steady + 1 } else { 0 };
+        last = used;
     }
     eprintln!(
         "members {most_members}, charged peak {} MiB, rss +{} MiB",
@@ -134,8 +131,10 @@ async fn room_state_larger_than_a_recipients_cap_does_not_lock_readers_out() {
     }
     let mut stored = 0;
     while stored < 130 {
-        if let Some(ServerFrame::Message { .. }) = witness.next().await {
-            stored += 1;
+        match witness.next().await {
+            Some(ServerFrame::Message { .. }) => stored += 1,
+            Some(_) => {}
+            None => panic!("the witness was dropped"),
         }
     }
 
@@ -148,6 +147,21 @@ async fn room_state_larger_than_a_recipients_cap_does_not_lock_readers_out() {
         assert!(seen.insert(from), "each member's state once");
     }
     assert_eq!(s.server.relay().member_count(), 132, "nobody dropped");
+}
+
+/// Joins room "r" as `name`, retrying (for at most 5 s) while the address
+/// is refused "too many connections": the server frees a slot just after a
+/// client goes.
+async fn join_when_free(s: &TestServer, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = s.raw().await;
+        match c.hello(name, "r", true).await {
+            Ok(_) => break,
+            Err((RefuseReason::TooManyConnections, _)) if Instant::now() < deadline => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
 }
 
 /// A server with the given per-address limits (everything else lifted).
@@ -180,15 +194,7 @@ async fn connections_per_address_stop_at_the_limit_and_are_refused_at_once() {
     );
     // One leaves: one more gets in.
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut c = s.raw().await;
-        match c.hello("again", "r", true).await {
-            Ok(_) => break,
-            Err((RefuseReason::TooManyConnections, _)) if Instant::now() < deadline => {}
-            Err(e) => panic!("{e:?}"),
-        }
-    }
+    join_when_free(&s, "again").await;
 }
 
 #[tokio::test]
@@ -205,15 +211,7 @@ async fn handshakes_in_progress_per_address_stop_at_the_limit() {
     }
     // One finishes its handshake: its slot frees up for a newcomer.
     silent[0].hello("done", "r", true).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut c = s.raw().await;
-        match c.hello("next", "r", true).await {
-            Ok(_) => break,
-            Err((RefuseReason::TooManyConnections, _)) if Instant::now() < deadline => {}
-            Err(e) => panic!("{e:?}"),
-        }
-    }
+    join_when_free(&s, "next").await;
 }
 
 /// One client joining and closing in a loop: before, 11,742 cycles in 2 s,

@@ -154,14 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         room: &str,
         echo: bool,
     ) -> Result<Welcome, (RefuseReason, String)> {
-        self.send(ClientFrame::Hello(Hello {
-            version: VERSION,
-            name: name.into(),
-            room: room.into(),
-            echo,
-            token: None,
-        }))
-        .await;
+        self.send(hello_frame(name, room, echo, None)).await;
         match self.next().await {
             Some(ServerFrame::Welcome(w)) => Ok(w),
             Some(ServerFrame::Refused(r, text)) => Err((r, text)),
@@ -225,6 +218,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
     pub fn drop_abruptly(self) {
         drop(self.stream);
     }
+}
+
+/// A `HELLO` of this protocol version.
+pub fn hello_frame(name: &str, room: &str, echo: bool, token: Option<&str>) -> ClientFrame {
+    ClientFrame::Hello(Hello {
+        version: VERSION,
+        name: name.into(),
+        room: room.into(),
+        echo,
+        token: token.map(str::to_string),
+    })
+}
+
+/// Runs blocking client-library code off the runtime's threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// A payload carrying a sequence number (and padding up to `size` bytes).

@@ -98,11 +98,6 @@ async fn start_tls(config: Config, tls: &TlsConfig) -> (TestServer, SocketAddr) 
     start_server(Server::new(config).with_tls(tls.clone()), HttpPages::Demo).await
 }
 
-/// Runs blocking client code off the async test runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
-
 /// Connects the Rust client over TLS to `localhost:PORT` (echo off).
 fn join(addr: SocketAddr, name: &str, tls: TlsOptions) -> Result<Client, ConnectError> {
     Client::builder(name)
@@ -410,6 +405,12 @@ async fn shutdown_does_not_wait_for_pending_tls_handshakes() {
     let (_dir, tls) = tls_from(&ca);
     let (s, _) = start_tls(unlimited(), &tls).await;
     let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    // The server has taken it (and is waiting for its TLS handshake).
+    let deadline = Instant::now() + PATIENCE;
+    while s.server.connection_count() == 0 {
+        assert!(Instant::now() < deadline, "the connection was accepted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let started = Instant::now();
     s.stop().await;
     assert!(started.elapsed() < Config::default().handshake_timeout);

@@ -6,22 +6,20 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use relais::{ConnectError, MAX_TOKEN_LEN};
 use relais_protocol::{
-    ClientFrame, CloseReason, Hello, RefuseReason, ServerFrame, Welcome, LENGTH_PREFIX_LEN,
-    MAX_HELLO_LEN, VERSION,
+    ClientFrame, CloseReason, RefuseReason, ServerFrame, Welcome, LENGTH_PREFIX_LEN, MAX_HELLO_LEN,
 };
 use relais_server::auth::{unix_now, Claims, RoomScope, Signer, Verifier};
 use relais_server::origins::AllowedOrigins;
 use relais_server::ws::HttpPages;
-use relais_server::ServerContext;
+use relais_server::{Server, ServerContext};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
+use crate::websocket::{start_server, Seen, Ws};
 
 const SECRET: &[u8] = b"an integration-test secret of 40 bytes!!";
 // TEST keys (tests/fixtures/README.md).
@@ -111,13 +109,7 @@ async fn refusal(
 }
 
 fn hello(name: &str, room: &str, token: Option<&str>) -> ClientFrame {
-    ClientFrame::Hello(Hello {
-        version: VERSION,
-        name: name.into(),
-        room: room.into(),
-        echo: false,
-        token: token.map(str::to_string),
-    })
+    hello_frame(name, room, false, token)
 }
 
 /// Proves nothing else is queued for `c`: a ping's pong comes next.
@@ -407,12 +399,7 @@ async fn the_rust_client_presents_its_token() {
 
 /// A test server with a WebSocket listener too.
 async fn with_ws(ctx: ServerContext) -> (TestServer, SocketAddr) {
-    let s = TestServer::with_context(ctx).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    let server = s.server.clone();
-    tokio::spawn(async move { server.accept_ws(listener, HttpPages::None).await });
-    (s, ws_addr)
+    start_server(Server::with_context(ctx), HttpPages::None).await
 }
 
 /// Sends a WebSocket upgrade request with this `Origin` (none: `None`);
@@ -478,63 +465,33 @@ async fn websocket_upgrades_from_origins_outside_the_list_get_403() {
     s.stop().await;
 }
 
-type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
-
-async fn ws_connect(addr: SocketAddr) -> WsClient {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
-        .await
-        .expect("upgrade");
-    ws
-}
-
-async fn ws_send(ws: &mut WsClient, frame: ClientFrame) {
-    let body = frame.to_bytes().slice(LENGTH_PREFIX_LEN..);
-    ws.send(Message::Binary(body)).await.unwrap();
-}
-
-/// The next frame, or the close frame's code.
-async fn ws_next(ws: &mut WsClient) -> Result<ServerFrame, Option<CloseCode>> {
-    match tokio::time::timeout(PATIENCE, ws.next())
-        .await
-        .expect("in time")
-    {
-        Some(Ok(Message::Binary(body))) => Ok(ServerFrame::decode(body).unwrap()),
-        Some(Ok(Message::Close(frame))) => Err(frame.map(|f| f.code)),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn websocket_clients_present_tokens_and_read_only_ends_with_1008() {
     let ctx = ServerContext::new(unlimited()).with_auth(Verifier::hmac(SECRET).unwrap());
     let (s, addr) = with_ws(ctx).await;
-    let mut refused = ws_connect(addr).await;
-    ws_send(&mut refused, hello("web", "arena", None)).await;
+    let mut refused = Ws::connect(addr).await;
+    refused.send(hello("web", "arena", None)).await;
     assert!(matches!(
-        ws_next(&mut refused).await,
-        Ok(ServerFrame::Refused(RefuseReason::TokenRequired, _))
+        refused.next().await,
+        Seen::Frame(ServerFrame::Refused(RefuseReason::TokenRequired, _))
     ));
 
     let viewer = Claims {
         read_only: true,
         ..claims("web", room("arena"))
     };
-    let mut ws = ws_connect(addr).await;
-    ws_send(
-        &mut ws,
-        hello("web", "arena", Some(&sign(&hmac(), &viewer))),
-    )
-    .await;
+    let mut ws = Ws::connect(addr).await;
+    ws.send(hello("web", "arena", Some(&sign(&hmac(), &viewer))))
+        .await;
     assert!(matches!(
-        ws_next(&mut ws).await,
-        Ok(ServerFrame::Welcome(_))
+        ws.next().await,
+        Seen::Frame(ServerFrame::Welcome(_))
     ));
-    ws_send(&mut ws, ClientFrame::Data(Bytes::from("no"))).await;
+    ws.send(ClientFrame::Data(Bytes::from("no"))).await;
     assert_eq!(
-        ws_next(&mut ws).await,
-        Ok(ServerFrame::Goodbye(CloseReason::ReadOnly, String::new()))
+        ws.next().await,
+        Seen::Frame(ServerFrame::Goodbye(CloseReason::ReadOnly, String::new()))
     );
-    assert_eq!(ws_next(&mut ws).await, Err(Some(CloseCode::Policy)));
+    assert_eq!(ws.next().await, Seen::Close(Some(CloseCode::Policy)));
     s.stop().await;
 }

@@ -52,7 +52,7 @@ pub struct Ws<S = TcpStream> {
 }
 
 impl Ws {
-    async fn connect(addr: SocketAddr) -> Self {
+    pub async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         Self::upgrade(stream, &format!("ws://{addr}/ws")).await
     }
