@@ -104,8 +104,8 @@ test("two browser pages and a Rust client see each other move", { timeout: 120_0
       (p0) => { const p = window.relaisDemo.players.rusty; return p.tx !== p0.x || p.ty !== p0.y; }, r0);
   }
 
-  // Let the dots settle, then record what a person would see.
-  await a.waitForTimeout(500);
+  // Once the page has measured its round trip, record what a person would see.
+  await until(a, "page-a measures its round trip", () => window.relaisDemo.rttMs != null);
   const stats = await a.evaluate(() => ({ rttMs: window.relaisDemo.rttMs, msgsPerSec: window.relaisDemo.msgsPerSec }));
   console.log(`page-a: round trip ${stats.rttMs?.toFixed(2)} ms (median of its echoes), ${stats.msgsPerSec} messages/s received`);
   assert.ok(stats.rttMs != null && stats.rttMs >= 0, "the page measures its round trip");
