@@ -6,10 +6,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use relais_server::budget::MemoryBudget;
-use relais_server::outbox::Outbox;
+use relais_server::outbox::{Batch, Outbox};
 use relais_server::Relay;
 
 const RECIPIENTS: usize = 100;
@@ -38,7 +37,7 @@ fn bench_fanout(c: &mut Criterion) {
                 .expect("join")
         })
         .collect();
-    let mut drained: Vec<Bytes> = Vec::with_capacity(RECIPIENTS * 2);
+    let mut drained = Batch::default();
     // Drop the WELCOME/JOINED events the joins queued.
     for o in &outboxes {
         o.drain(&mut drained);
@@ -57,7 +56,7 @@ fn bench_fanout(c: &mut Criterion) {
                 o.drain(&mut drained);
                 o.written();
             }
-            black_box(drained.len());
+            black_box(drained.frames.len());
             drained.clear();
         })
     });
@@ -73,7 +72,7 @@ fn bench_fanout(c: &mut Criterion) {
                 o.drain(&mut drained);
                 o.written();
             }
-            black_box(drained.len());
+            black_box(drained.frames.len());
             drained.clear();
         })
     });

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use relais::{Client, Event, Message, TlsOptions};
 use relais_server::tls::TlsConfig;
-use settings::{FileSettings, ServeArgs, Settings};
+use settings::{FileSettings, LogFormat, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
 mod settings;
@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Chat in a room: stdin lines go out, relayed messages print as `name: text`.
     Chat {
         /// The name to register.
@@ -114,19 +114,34 @@ fn default_watch_name() -> String {
     format!("watch-{}", std::process::id())
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+/// Logs to stderr, at the level `RUST_LOG` asks (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a person at a terminal, never into a file
         // or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Each event's fields under "fields", its spans' (peer, name,
+        // room) under "span"/"spans": values are JSON strings, so no name
+        // can add or change a key.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(LogFormat::Text);
+    }
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Chat { name, target } => chat(&name, &target),
         Command::Watch { name, target } => watch(&name, &target),
         Command::Rooms { server, tls } => rooms(&server, &tls),
@@ -155,7 +170,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         token_key,
         allowed_origins,
+        metrics_listen,
+        log_format,
     } = Settings::resolve(&args, &file)?;
+    init_logging(log_format);
     // Before anything listens: a missing or bad certificate stops the start.
     let tls = match tls {
         Some(files) => Some(TlsConfig::from_pem_files(&files.cert, &files.key)?),
@@ -183,6 +201,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%origins, "WebSocket upgrades only from these origins");
         ctx = ctx.with_allowed_origins(origins);
     }
+    if metrics_listen.is_some() {
+        ctx = ctx.with_metrics();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -191,6 +212,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ws_listener = tokio::net::TcpListener::bind(ws_listen)
             .await
             .with_context(|| format!("cannot listen on {ws_listen}"))?;
+        let ops_listener = match metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let mut server = relais_server::Server::with_context(ctx);
         if let Some(tls) = tls {
             #[cfg(unix)]
@@ -215,10 +244,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             relais_server::ws::HttpPages::None
         };
         // One shutdown for both listeners: serve_tcp's ends accept_ws too.
+        // The operations listener outlives the shutdown, so that /readyz
+        // says 503 through its grace period; it stops when serving has.
+        let served = tokio_util::sync::CancellationToken::new();
+        if let Some(ops_listener) = ops_listener {
+            println!(
+                "relais metrics on http://{}/metrics",
+                ops_listener.local_addr()?
+            );
+            let (ops_server, stop) = (server.clone(), served.clone());
+            tokio::spawn(async move {
+                ops_server
+                    .serve_ops(ops_listener, stop.cancelled_owned())
+                    .await
+            });
+        }
         let ws_server = server.clone();
         let ws = tokio::spawn(async move { ws_server.accept_ws(ws_listener, pages).await });
         server.serve_tcp(listener, shutdown_signal()).await;
         let _ = ws.await;
+        served.cancel();
         tracing::info!("shut down");
         Ok(())
     })

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use relais_server::auth::Verifier;
 use relais_server::origins::AllowedOrigins;
 use relais_server::Config;
@@ -96,6 +96,26 @@ pub struct ServeArgs {
     /// page on the web may connect.
     #[arg(long, value_name = "ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Serve Prometheus metrics (`/metrics`) and health checks (`/healthz`,
+    /// `/readyz`) on this address; keep it private (a loopback or an
+    /// internal address) [default: off, nothing counted].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines as text (colour only on a terminal) or as one JSON object
+    /// each, for log collectors [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `relais serve` writes its log (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; span fields quoted and escaped.
+    #[default]
+    Text,
+    /// One JSON object per line, span fields as JSON strings.
+    Json,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -127,6 +147,8 @@ pub struct FileSettings {
     token_secret_file: Option<PathBuf>,
     token_public_key: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
+    metrics_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
 }
 
 impl FileSettings {
@@ -150,6 +172,9 @@ pub struct Settings {
     /// Where the join-token key is, if tokens are required.
     pub token_key: Option<TokenKey>,
     pub allowed_origins: Option<AllowedOrigins>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
 }
 
 /// `--tls-cert` and `--tls-key`.
@@ -318,6 +343,8 @@ impl Settings {
                 Some(list) => Some(AllowedOrigins::new(list)?),
                 None => None,
             },
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }
@@ -369,6 +396,27 @@ mod tests {
         assert_eq!(s.tls, None, "plaintext by default");
         assert_eq!(s.token_key, None);
         assert_eq!(s.allowed_origins, None);
+        assert_eq!(s.metrics_listen, None, "no metrics unless asked");
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn metrics_and_log_format_from_flags_or_file() {
+        let file: FileSettings =
+            toml::from_str("metrics_listen = \"127.0.0.1:9477\"\nlog_format = \"json\"\n").unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9477".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Json);
+        let args = ServeArgs {
+            metrics_listen: Some("127.0.0.1:1".parse().unwrap()),
+            log_format: Some(LogFormat::Text),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(&args, &file).unwrap();
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Text);
+        let bad = toml::from_str::<FileSettings>("log_format = \"xml\"\n").unwrap_err();
+        assert!(bad.to_string().contains("xml"), "{bad}");
     }
 
     #[test]

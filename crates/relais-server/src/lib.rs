@@ -15,6 +15,8 @@
 //! - [`Server`]: accept loops, the connection limit, graceful shutdown.
 //! - [`auth`]: join tokens (who may join which room); [`origins`]: which web
 //!   pages may open a WebSocket.
+//! - [`metrics`]: what the server counts; [`ops`]: the listener serving
+//!   them with the health checks.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -29,6 +31,8 @@ pub mod batching;
 pub mod budget;
 pub mod config;
 pub mod fdlimit;
+pub mod metrics;
+pub mod ops;
 pub mod origins;
 pub mod outbox;
 pub mod pacing;
@@ -57,6 +61,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use budget::{Charge, MemoryBudget};
 pub use config::Config;
+use metrics::{Metrics, OpenConnection, Transport};
 use per_ip::{IpGuard, PerIp};
 pub use relay::Relay;
 
@@ -78,6 +83,9 @@ pub struct ServerContext {
     pub allowed_origins: Option<origins::AllowedOrigins>,
     /// The server-wide memory budget.
     pub budget: Arc<MemoryBudget>,
+    /// What the server counts (nothing unless
+    /// [`with_metrics`](Self::with_metrics)).
+    pub metrics: Metrics,
     /// Per-address connection, handshake and join counts.
     per_ip: Arc<PerIp>,
     connections: Arc<Semaphore>,
@@ -99,6 +107,7 @@ pub struct Admission {
     // `connection_count()` has dropped, so has everything else.
     _memory: Charge,
     ip: Option<IpGuard>,
+    _open: OpenConnection,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -133,6 +142,7 @@ impl ServerContext {
         Self {
             relay: Relay::with_budget(budget.clone()),
             budget,
+            metrics: Metrics::disabled(),
             per_ip: Arc::new(PerIp::new(&config)),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
@@ -149,6 +159,20 @@ impl ServerContext {
         self
     }
 
+    /// Counts what the server does ([`metrics`]), to be served by
+    /// [`Server::serve_ops`]. Call before the server serves anyone.
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = Metrics::enabled(self.budget.clone());
+        self.relay = Relay::with_budget(self.budget.clone()).with_metrics(self.metrics.clone());
+        self
+    }
+
+    /// Whether the server accepts clients (`/readyz`): until its shutdown
+    /// starts.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+
     /// Accepts WebSocket upgrades only from pages of these origins.
     pub fn with_allowed_origins(mut self, origins: origins::AllowedOrigins) -> Self {
         self.allowed_origins = Some(origins);
@@ -156,13 +180,20 @@ impl ServerContext {
     }
 
     /// Admits a new connection from `peer` (`None`: not a network peer, as
-    /// in tests over in-memory pipes) that holds `cost` bytes of buffers,
+    /// in tests over in-memory pipes) over `transport` that holds `cost`
+    /// bytes of buffers,
     /// or says why not: the server is full, the address has too many
     /// connections or handshakes, or the memory budget is spent. `Err(None)`:
     /// refused, and [`MAX_REFUSING`] refusals are being answered already:
     /// close it at once, unanswered.
-    pub fn admit(&self, peer: Option<IpAddr>, cost: usize) -> Result<Admission, Option<Refusal>> {
+    pub fn admit(
+        &self,
+        peer: Option<IpAddr>,
+        transport: Transport,
+        cost: usize,
+    ) -> Result<Admission, Option<Refusal>> {
         let refuse = |reason| {
+            self.metrics.refused(reason);
             let answer = self.refusing.clone().try_acquire_owned().ok();
             answer.map(|_answer| Refusal { reason, _answer })
         };
@@ -180,6 +211,7 @@ impl ServerContext {
         Ok(Admission {
             _memory: memory,
             ip,
+            _open: self.metrics.connection_opened(transport),
             _permit: permit,
         })
     }
@@ -287,13 +319,15 @@ impl Server {
         websocket: bool,
     ) -> Option<Result<Admission, Refusal>> {
         let mut cost = budget::TCP_CONNECTION_COST;
+        let mut transport = Transport::Tcp;
         if websocket {
             cost += budget::WS_CONNECTION_COST;
+            transport = Transport::Ws;
         }
         if self.tls.is_some() {
             cost += budget::TLS_CONNECTION_COST;
         }
-        match self.ctx.admit(Some(peer.ip()), cost) {
+        match self.ctx.admit(Some(peer.ip()), transport, cost) {
             Ok(admission) => Some(Ok(admission)),
             Err(refusal) => refusal.map(Err),
         }
@@ -310,16 +344,20 @@ impl Server {
             };
             let ctx = self.ctx.clone();
             let tls = self.tls.clone();
-            self.tasks.spawn(async move {
-                // The TLS handshake, if any, runs here, in the connection's
-                // task.
-                let timeout = session::handshake_timeout(&ctx.config, &admission);
-                let split = tls::split_tcp(stream, tls.as_ref(), &ctx, peer, timeout);
-                let Some((source, sink)) = split.await else {
-                    return;
-                };
-                session::serve_or_refuse(source, sink, ctx, admission, peer).await
-            });
+            let span = tracing::info_span!("conn", transport = "tcp", %peer);
+            self.tasks.spawn(
+                async move {
+                    // The TLS handshake, if any, runs here, in the
+                    // connection's task.
+                    let timeout = session::handshake_timeout(&ctx.config, &admission);
+                    let split = tls::split_tcp(stream, tls.as_ref(), &ctx, peer, timeout);
+                    let Some((source, sink)) = split.await else {
+                        return;
+                    };
+                    session::serve_or_refuse(source, sink, ctx, admission, peer).await
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -336,7 +374,7 @@ impl Server {
             let Some(admission) = self.admit(peer, true) else {
                 continue;
             };
-            let span = tracing::info_span!("ws", %peer);
+            let span = tracing::info_span!("conn", transport = "ws", %peer);
             self.tasks.spawn(
                 ws::serve_connection(
                     stream,
@@ -349,6 +387,15 @@ impl Server {
                 .instrument(span),
             );
         }
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` ([`ops`]) on `listener`
+    /// until `stop` completes; `/metrics` is empty unless the context was
+    /// built [`with_metrics`](ServerContext::with_metrics). Give it a `stop`
+    /// that completes after [`serve_tcp`](Self::serve_tcp) has returned, so
+    /// that `/readyz` answers `503` through the shutdown's grace period.
+    pub async fn serve_ops(&self, listener: TcpListener, stop: impl Future<Output = ()>) {
+        ops::serve(listener, self.ctx.clone(), stop).await;
     }
 
     /// The next accepted connection, or `None` once the server shuts down.

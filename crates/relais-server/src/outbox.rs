@@ -9,7 +9,8 @@
 //! always follows the last message of the member that left.
 //!
 //! The writer takes everything that is waiting in one go ([`Outbox::drain`])
-//! and writes it as one batch.
+//! and writes it as one batch. A live message carries its publish time with
+//! it, for the state-age metric ([`crate::metrics`]).
 //!
 //! **Memory.** Every waiting frame is charged to the server's
 //! [`MemoryBudget`] and to the recipient's `max_pending_bytes` from the
@@ -26,6 +27,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use relais_protocol::CloseReason;
@@ -34,10 +36,11 @@ use tokio::sync::Notify;
 
 use crate::budget::MemoryBudget;
 
-/// What one waiting frame costs besides its bytes (its handle in the queue).
-/// Counted against `max_pending_bytes`, so many tiny frames cannot exceed the
-/// memory cap either.
-pub const ENTRY_COST: usize = std::mem::size_of::<Bytes>();
+/// What one waiting frame costs besides its bytes (its handle in the queue
+/// and its publish time): 48 bytes on 64-bit systems. Counted against
+/// `max_pending_bytes`, so many tiny frames cannot exceed the memory cap
+/// either.
+pub const ENTRY_COST: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<Option<Instant>>();
 
 /// Slot key for the recipient's own `PONG`: at most one waits, however many
 /// `PING`s it sends. Member ids count up from 0 and never reach it.
@@ -58,13 +61,48 @@ pub struct Outbox {
     owing: AtomicBool,
 }
 
+/// Frames taken from an outbox to be written together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Encoded frames (length prefix included), oldest first.
+    pub frames: Vec<Bytes>,
+    /// For each frame, when it was published if it is a live message
+    /// (`None`: presence, control, or a late-joiner snapshot message).
+    pub published: Vec<Option<Instant>>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Empties it, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.published.clear();
+    }
+}
+
+/// What [`Outbox::push_reserved`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the released bytes must be given back to the budget"]
+pub struct Pushed {
+    /// Bytes whose charge the caller must release: the replaced message's,
+    /// or this one's if the outbox is closed.
+    pub release: usize,
+    /// Whether it replaced a waiting message of the same sender.
+    pub replaced: bool,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Encoded frames (length prefix included), oldest first.
-    frames: Vec<Bytes>,
-    /// Sender member id → index in `frames` of its waiting message.
+    /// Encoded frames (length prefix included), oldest first, and when
+    /// each was published (live messages only).
+    batch: Batch,
+    /// Sender member id → index in `batch` of its waiting message.
     slots: FxHashMap<u64, usize>,
-    /// Bytes charged for `frames` (each frame plus [`ENTRY_COST`]).
+    /// Bytes charged for `batch` (each frame plus [`ENTRY_COST`]).
     bytes: usize,
     /// Members whose latest message the joiner is still owed, in order.
     snapshot: VecDeque<u64>,
@@ -89,40 +127,50 @@ impl Outbox {
         }
     }
 
-    /// Queues a relayed message from member `sender`, replacing that
-    /// sender's waiting message if there is one. `frame.len() + ENTRY_COST`
-    /// bytes must already be charged to the budget for it (the relay does so
-    /// for a whole fan-out at once); they now belong to this outbox.
-    /// Returns the bytes whose charge the caller must release: the replaced
-    /// message's, or this one's if the outbox is closed (a fan-out releases
-    /// them all at once, one atomic operation instead of one per recipient).
-    #[must_use = "the returned bytes must be released to the budget"]
-    pub fn push_reserved(&self, sender: u64, frame: Bytes) -> usize {
+    /// Queues a relayed message from member `sender`, published at
+    /// `published` (`None` for a snapshot message), replacing that sender's
+    /// waiting message if there is one. `frame.len() + ENTRY_COST` bytes
+    /// must already be charged to the budget for it (the relay does so for
+    /// a whole fan-out at once); they now belong to this outbox. Says which
+    /// bytes the caller must release (a fan-out releases them all at once,
+    /// one atomic operation instead of one per recipient).
+    pub fn push_reserved(&self, sender: u64, frame: Bytes, published: Option<Instant>) -> Pushed {
         let cost = frame.len() + ENTRY_COST;
         let mut st = self.lock();
         if st.closed.is_some() {
-            return cost;
+            return Pushed {
+                release: cost,
+                replaced: false,
+            };
         }
         if !st.owed.is_empty() && st.owed.remove(&sender) && st.owed.is_empty() {
             self.owing.store(false, Ordering::Relaxed);
         }
-        let was_empty = st.frames.is_empty();
+        let was_empty = st.batch.is_empty();
         st.bytes += cost;
-        let freed = match st.slots.get(&sender).copied() {
+        let pushed = match st.slots.get(&sender).copied() {
             Some(i) => {
-                let old = std::mem::replace(&mut st.frames[i], frame);
+                let old = std::mem::replace(&mut st.batch.frames[i], frame);
+                st.batch.published[i] = published;
                 st.bytes -= old.len() + ENTRY_COST;
-                old.len() + ENTRY_COST
+                Pushed {
+                    release: old.len() + ENTRY_COST,
+                    replaced: true,
+                }
             }
             None => {
-                let i = st.frames.len();
-                st.frames.push(frame);
+                let i = st.batch.frames.len();
+                st.batch.frames.push(frame);
+                st.batch.published.push(published);
                 st.slots.insert(sender, i);
-                0
+                Pushed {
+                    release: 0,
+                    replaced: false,
+                }
             }
         };
         self.after_push(st, was_empty);
-        freed
+        pushed
     }
 
     /// Queues a relayed message from member `sender` (charging it
@@ -130,8 +178,8 @@ impl Outbox {
     /// [`push_reserved`](Self::push_reserved)).
     pub fn push_message(&self, sender: u64, frame: Bytes) {
         self.budget.force(frame.len() + ENTRY_COST);
-        let freed = self.push_reserved(sender, frame);
-        self.budget.release(freed);
+        let pushed = self.push_reserved(sender, frame, None);
+        self.budget.release(pushed.release);
     }
 
     /// Queues a frame that is never conflated (presence, keepalive, welcome),
@@ -143,9 +191,10 @@ impl Outbox {
             return;
         }
         self.budget.force(cost);
-        let was_empty = st.frames.is_empty();
+        let was_empty = st.batch.is_empty();
         st.bytes += cost;
-        st.frames.push(frame);
+        st.batch.frames.push(frame);
+        st.batch.published.push(None);
         self.after_push(st, was_empty);
     }
 
@@ -232,9 +281,10 @@ impl Outbox {
     /// Moves every waiting frame into `into` (oldest first) and returns the
     /// close reason if the outbox was closed. The frames stay charged until
     /// [`written`](Self::written).
-    pub fn drain(&self, into: &mut Vec<Bytes>) -> Option<CloseReason> {
+    pub fn drain(&self, into: &mut Batch) -> Option<CloseReason> {
         let mut st = self.lock();
-        into.append(&mut st.frames);
+        into.frames.append(&mut st.batch.frames);
+        into.published.append(&mut st.batch.published);
         st.slots.clear();
         let drained = std::mem::take(&mut st.bytes);
         self.in_flight.fetch_add(drained, Ordering::Relaxed);
@@ -294,10 +344,10 @@ mod tests {
 
     /// Drains and writes.
     fn drained(o: &Outbox) -> (Vec<Bytes>, Option<CloseReason>) {
-        let mut v = Vec::new();
-        let closed = o.drain(&mut v);
+        let mut batch = Batch::default();
+        let closed = o.drain(&mut batch);
         o.written();
-        (v, closed)
+        (batch.frames, closed)
     }
 
     #[test]
@@ -308,7 +358,7 @@ mod tests {
         o.push_message(1, Bytes::from_static(b"abcd"));
         o.push_message(1, Bytes::from_static(b"efgh")); // replaces
         assert_eq!(b.used(), 2 * (4 + ENTRY_COST));
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         o.drain(&mut batch);
         // Being written still counts against the recipient's cap.
         assert_eq!(o.charged(), 2 * (4 + ENTRY_COST));

@@ -21,6 +21,7 @@ use relais_protocol::{
 };
 
 use crate::budget::MemoryBudget;
+use crate::metrics::Metrics;
 use crate::outbox::{Outbox, ENTRY_COST};
 
 /// All rooms of one server.
@@ -29,6 +30,7 @@ pub struct Relay {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     next_id: AtomicU64,
     budget: Arc<MemoryBudget>,
+    metrics: Metrics,
 }
 
 impl Default for Relay {
@@ -104,7 +106,14 @@ impl Relay {
             rooms: Mutex::default(),
             next_id: AtomicU64::new(0),
             budget,
+            metrics: Metrics::disabled(),
         }
+    }
+
+    /// Counts rooms, members, joins, leaves and conflation in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Registers `name` in `room` (created if needed), with `outbox` as its
@@ -131,6 +140,7 @@ impl Relay {
                     members: Mutex::new(Vec::new()),
                 });
                 rooms.insert(name, r.clone());
+                self.metrics.rooms_changed(1);
                 r
             }
         };
@@ -146,6 +156,7 @@ impl Relay {
         if let Some(reason) = refusal {
             if members.is_empty() {
                 rooms.remove(&room.name);
+                self.metrics.rooms_changed(-1);
             }
             return Err(reason);
         }
@@ -178,6 +189,7 @@ impl Relay {
             latest: None,
         });
         drop(members);
+        self.metrics.joined();
         Ok(Membership {
             room: room.clone(),
             id,
@@ -192,6 +204,7 @@ impl Relay {
     /// budget first; if it cannot take them all, nothing is relayed.
     pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
+        let published = std::time::Instant::now();
         let mut members = lock(&from.room.members);
         // Members are in join order, so in id order.
         let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
@@ -204,12 +217,19 @@ impl Relay {
         }
         let old = members[sender].latest.replace(frame.clone());
         let mut freed = old.map_or(0, |f| f.len());
+        let mut conflated = 0;
         for m in members.iter() {
             if m.id != from.id || m.echo {
-                freed += m.outbox.push_reserved(from.id, frame.clone());
+                let pushed = m
+                    .outbox
+                    .push_reserved(from.id, frame.clone(), Some(published));
+                freed += pushed.release;
+                conflated += u64::from(pushed.replaced);
             }
         }
+        drop(members);
         self.budget.release(freed);
+        self.metrics.conflated(conflated);
         Ok(())
     }
 
@@ -245,7 +265,8 @@ impl Relay {
                 outbox.owe_first(id);
                 return true;
             }
-            self.budget.release(outbox.push_reserved(id, frame));
+            self.budget
+                .release(outbox.push_reserved(id, frame, None).release);
             filled += cost;
         }
         false
@@ -263,9 +284,11 @@ impl Relay {
             // is id order (see `fill_snapshot`).
             let gone = members.remove(i);
             self.budget.release(gone.latest.map_or(0, |f| f.len()));
+            self.metrics.left(reason);
         }
         if members.is_empty() {
             rooms.remove(&room.name);
+            self.metrics.rooms_changed(-1);
             return;
         }
         let left = ServerFrame::Left(membership.name.to_string(), reason).to_bytes();
@@ -317,11 +340,11 @@ mod tests {
     }
 
     fn frames(o: &Outbox) -> Vec<ServerFrame> {
-        let mut raw = Vec::new();
+        let mut raw = crate::outbox::Batch::default();
         o.drain(&mut raw);
         o.written();
         let mut buf = BytesMut::new();
-        for f in raw {
+        for f in raw.frames {
             buf.extend_from_slice(&f);
         }
         let mut d = FrameDecoder::new(relais_protocol::MAX_FRAME_LEN);

@@ -25,7 +25,7 @@ use tracing::{debug, info, Instrument};
 use crate::auth::{self, Grant};
 use crate::batching::Batching;
 use crate::budget::Charge;
-use crate::outbox::{Outbox, PONG_SLOT};
+use crate::outbox::{Batch, Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
 use crate::relay::{Membership, Relay, RoomHandle};
@@ -194,6 +194,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
                         "token" => RefuseReason::TokenInvalid,
                         _ => RefuseReason::InvalidName,
                     };
+                    ctx.metrics.refused(reason);
                     Err(vec![refusal(
                         reason,
                         &format!("{field} is not valid UTF-8"),
@@ -212,7 +213,10 @@ async fn serve<S: FrameSource, W: FrameSink>(
             let charge = Charge::data(&ctx.budget, bytes);
             let last_words = match charge {
                 Some(_) => last_words,
-                None => vec![refusal(RefuseReason::Overloaded, "server overloaded")],
+                None => {
+                    ctx.metrics.refused(RefuseReason::Overloaded);
+                    vec![refusal(RefuseReason::Overloaded, "server overloaded")]
+                }
             };
             return send_final(sink, &last_words, config.write_deadline).await;
         }
@@ -222,12 +226,15 @@ async fn serve<S: FrameSource, W: FrameSink>(
     let (membership, grant) = match admit(ctx, admission, &hello, outbox.clone()) {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
-            debug!(name = ?hello.name, %reason, "refused");
+            debug!(name = hello.name.as_str(), %reason, "refused");
+            ctx.metrics.refused(reason);
             let last_words = [refusal(reason, &text)];
             return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
-    let span = tracing::info_span!("client", name = ?membership.name(), room = ?membership.room());
+    // Fields are recorded as strings: quoted and escaped in text logs,
+    // JSON strings in JSON logs, so a name cannot forge a field.
+    let span = tracing::info_span!("client", name = membership.name(), room = membership.room());
     source.set_max_frame_len(MAX_FRAME_LEN);
     relay_member(source, sink, ctx, membership, outbox, grant)
         .instrument(span)
@@ -245,7 +252,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
 ) {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     info!("joined");
-    let writer = write_loop(&outbox, sink, config, relay, membership.room_handle());
+    let writer = write_loop(&outbox, sink, ctx, membership.room_handle());
     tokio::pin!(writer);
     let reason = tokio::select! {
         // Reader first: when the client's goodbye and the reset that follows
@@ -407,6 +414,7 @@ async fn read_loop<S: FrameSource>(
                 return CloseReason::ReadOnly;
             }
             Ok(ClientFrame::Data(payload)) => {
+                ctx.metrics.message_received(payload.len() + 1);
                 if flood.record(now) {
                     return CloseReason::RateLimit;
                 }
@@ -416,6 +424,9 @@ async fn read_loop<S: FrameSource>(
                         retry_at = now + OVERLOAD_RETRY;
                     }
                 } else {
+                    if held.is_some() {
+                        ctx.metrics.rate_limited();
+                    }
                     held = Some(hold(payload));
                 }
             }
@@ -449,11 +460,11 @@ async fn read_loop<S: FrameSource>(
 async fn write_loop<W: FrameSink>(
     outbox: &Outbox,
     sink: &mut W,
-    config: &Config,
-    relay: &Relay,
+    ctx: &ServerContext,
     room: RoomHandle,
 ) -> CloseReason {
-    let mut batch = Vec::new();
+    let (config, relay) = (&ctx.config, &ctx.relay);
+    let mut batch = Batch::default();
     let mut batching = Batching::new(config.flush_interval, Instant::now());
     let mut pacer = Pacer::new(config.write_deadline);
     loop {
@@ -487,8 +498,9 @@ async fn write_loop<W: FrameSink>(
             return CloseReason::SlowConsumer;
         }
         if !batch.is_empty() {
-            pacer.written(batch.iter().map(Bytes::len).sum());
-            match tokio::time::timeout(config.write_deadline, sink.send_batch(&batch)).await {
+            pacer.written(batch.frames.iter().map(Bytes::len).sum());
+            match tokio::time::timeout(config.write_deadline, sink.send_batch(&batch.frames)).await
+            {
                 Err(_) => return CloseReason::SlowConsumer,
                 Ok(Err(e)) => {
                     debug!(error = %e, "write failed");
@@ -496,7 +508,10 @@ async fn write_loop<W: FrameSink>(
                 }
                 Ok(Ok(())) => {
                     outbox.written();
-                    batching.wrote(Instant::now(), batch.len());
+                    let now = Instant::now();
+                    ctx.metrics
+                        .batch_written(&batch.frames, &batch.published, now.into_std());
+                    batching.wrote(now, batch.frames.len());
                     batch.clear();
                 }
             }

@@ -6,6 +6,7 @@
 //! bodies, `Connection: close` on every answer. Browsers load the demo with
 //! two requests (the page and `relais.js`) and then open a WebSocket.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,20 +55,36 @@ pub(crate) struct Response {
     reason: &'static str,
     content_type: &'static str,
     extra_headers: &'static str,
-    body: &'static str,
+    body: Cow<'static, str>,
     head_only: bool,
 }
 
 impl Response {
-    fn text(status: u16, reason: &'static str, body: &'static str) -> Self {
+    /// A plain-text answer.
+    pub fn text(status: u16, reason: &'static str, body: &'static str) -> Self {
+        Self::new(status, reason, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// An answer with `body`.
+    pub fn new(
+        status: u16,
+        reason: &'static str,
+        content_type: &'static str,
+        body: Cow<'static, str>,
+    ) -> Self {
         Self {
             status,
             reason,
-            content_type: "text/plain; charset=utf-8",
+            content_type,
             extra_headers: "",
             body,
             head_only: false,
         }
+    }
+
+    /// The same answer without its body (for `HEAD`).
+    pub fn head_only(self, head_only: bool) -> Self {
+        Self { head_only, ..self }
     }
 
     pub fn server_full() -> Self {
@@ -206,14 +223,8 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request,
 
 /// The answer to a plain `GET`/`HEAD` of `path`.
 pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool) -> Response {
-    let found = |content_type, body| Response {
-        status: 200,
-        reason: "OK",
-        content_type,
-        extra_headers: "",
-        body,
-        head_only,
-    };
+    let found =
+        |content_type, body: &'static str| Response::new(200, "OK", content_type, body.into());
     let response = match (pages, path) {
         (HttpPages::Demo, "/" | "/index.html") => found("text/html; charset=utf-8", DEMO_PAGE),
         (HttpPages::Demo, "/relais.js") => found("text/javascript; charset=utf-8", CLIENT_JS),
@@ -226,10 +237,7 @@ pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool) -> Response {
         ),
         (HttpPages::Demo, _) => Response::text(404, "Not Found", "relais: no such page\n"),
     };
-    Response {
-        head_only,
-        ..response
-    }
+    response.head_only(head_only)
 }
 
 /// Writes `response`, ends our direction, and reads what the client still

@@ -272,7 +272,10 @@ impl Sim {
         S: FrameSource + 'static,
         W: FrameSink + 'static,
     {
-        let admission = self.ctx.admit(None, 0).expect("admitted");
+        let admission = self
+            .ctx
+            .admit(None, relais_server::metrics::Transport::Tcp, 0)
+            .expect("admitted");
         tokio::spawn(session::run(source, sink, self.ctx.clone(), admission))
     }
 
