@@ -247,10 +247,11 @@ impl Metrics {
             Some(Unit::Bytes),
         );
         let batch_bytes = Histogram::new(&BYTES_BOUNDS, 1.0);
-        registry.register_with_unit(
-            "relais_outbox_pending",
+        // Histograms carry their unit in the name only: a `# UNIT` line on
+        // a histogram, though valid OpenMetrics, trips some parsers.
+        registry.register(
+            "relais_outbox_pending_bytes",
             "Bytes waiting in a recipient's outbox when its writer took them (one observation per write batch)",
-            Unit::Bytes,
             batch_bytes.clone(),
         );
         let batch_messages = Histogram::new(&COUNT_BOUNDS, 1.0);
@@ -260,10 +261,9 @@ impl Metrics {
             batch_messages.clone(),
         );
         let state_age = Histogram::new(&AGE_BOUNDS_NS, 1e-9);
-        registry.register_with_unit(
-            "relais_state_age",
+        registry.register(
+            "relais_state_age_seconds",
             "Time from a message's publish to its write to a recipient's connection (live messages; the server's share of staleness)",
-            Unit::Seconds,
             state_age.clone(),
         );
         registry.register(

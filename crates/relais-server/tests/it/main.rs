@@ -4,6 +4,7 @@
 mod client_library;
 mod hardening;
 mod limits;
+mod metrics;
 mod pacing;
 mod relay;
 mod rooms;
