@@ -258,11 +258,7 @@ async fn messages_over_the_rate_that_a_newer_one_replaced_are_counted() {
     let mut sender = server.raw().await;
     sender.hello("sender", "r", false).await.unwrap();
     let (mut reader, _) = server.join("r", "reader").await;
-    let mut bytes = Vec::new();
-    for seq in 0..10 {
-        bytes.extend_from_slice(&ClientFrame::Data(seq_payload(seq, 8)).to_bytes());
-    }
-    sender.send_raw(&bytes).await;
+    burst(&mut sender, 0, 10, 8).await;
     assert_eq!(seq_of(&reader.message().await.1), 0);
     assert_eq!(seq_of(&reader.message().await.1), 9);
     let after = scrape_until(ops, |now| {
