@@ -264,9 +264,6 @@ fn the_watcher_prints_payloads_escaped_one_line_each() {
 
 #[test]
 fn server_logs_quote_client_names_and_have_no_escape_bytes() {
-    use std::io::Read;
-    use std::net::TcpStream;
-
     let (server, addr) = serve_with(&[], "info,relais_server=debug");
     // A name that would forge log fields if written unquoted.
     let forger = relais::Client::builder("evil room=admin} joined")
@@ -274,23 +271,12 @@ fn server_logs_quote_client_names_and_have_no_escape_bytes() {
         .unwrap();
     let joined = server.expect("stderr", "joined");
     assert!(
-        joined.contains(r#"name="evil room=admin} joined""#),
+        joined.contains(r#"client="evil room=admin} joined""#),
         "{joined}"
     );
 
-    // A name with ESC: the Rust client refuses it before sending, so send
-    // the HELLO by hand. The server refuses it as a control character.
-    let hello = relais_protocol::ClientFrame::Hello(relais_protocol::Hello {
-        version: relais_protocol::VERSION,
-        name: "x\u{1b}[31mred".into(),
-        room: String::new(),
-        echo: false,
-        token: None,
-    });
-    let mut raw = TcpStream::connect(addr.as_str()).unwrap();
-    raw.write_all(&hello.to_bytes()).unwrap();
-    let mut answer = Vec::new();
-    raw.read_to_end(&mut answer).unwrap();
+    // A name with ESC: the server refuses it as a control character.
+    let answer = raw_hello(&addr, "x\u{1b}[31mred");
     assert_eq!(
         answer[4],
         relais_protocol::frames::kind::REFUSED,
@@ -298,7 +284,7 @@ fn server_logs_quote_client_names_and_have_no_escape_bytes() {
     );
     assert_eq!(answer[5], relais_protocol::RefuseReason::InvalidName.code());
     let refused = server.expect("stderr", "refused");
-    assert!(refused.contains(r#"name="x\u{1b}[31mred""#), "{refused}");
+    assert!(refused.contains(r#"client="x\u{1b}[31mred""#), "{refused}");
 
     forger.close();
     terminate(&server);
@@ -307,6 +293,77 @@ fn server_logs_quote_client_names_and_have_no_escape_bytes() {
     for line in &all {
         assert!(!line.contains('\u{1b}'), "an ESC byte in the log: {line:?}");
     }
+}
+
+/// A HELLO sent by hand (the Rust client refuses bad names before
+/// sending): returns the server's answer, after which it closed.
+fn raw_hello(addr: &str, name: &str) -> Vec<u8> {
+    use std::io::Read;
+    let hello = relais_protocol::ClientFrame::Hello(relais_protocol::Hello {
+        version: relais_protocol::VERSION,
+        name: name.into(),
+        room: String::new(),
+        echo: false,
+        token: None,
+    });
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(&hello.to_bytes()).unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn json_logs_are_one_object_a_line_and_names_cannot_forge_fields() {
+    let (server, addr) = serve_with(&["--log-format", "json"], "info,relais_server=debug");
+    // Quotes, `=`, braces: enough to close the string and the object and
+    // start new keys, were the name pasted into JSON or key=value text.
+    let name = r#"eve", "level":"ERROR"} {"x=1 }"#;
+    let forger = relais::Client::builder(name)
+        .room("lobby")
+        .connect(addr.as_str())
+        .unwrap();
+    let joined = server.expect("stderr", "joined");
+    // A newline (refused as a control character) in the refusal's log.
+    let answer = raw_hello(&addr, "two\nlines");
+    assert_eq!(answer[5], relais_protocol::RefuseReason::InvalidName.code());
+    let refused = server.expect("stderr", "refused");
+    forger.close();
+    terminate(&server);
+    let mut all = vec![joined.clone(), refused.clone()];
+    all.extend(server.rest("stderr"));
+
+    let parse = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    for line in &all {
+        let object = parse(line);
+        let keys: Vec<&str> = object
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        for key in &keys {
+            assert!(
+                ["timestamp", "level", "fields", "target", "span", "spans"].contains(key),
+                "unexpected key {key:?} in {line}"
+            );
+        }
+        assert_ne!(object["level"], "ERROR", "{line}");
+    }
+    let joined = parse(&joined);
+    assert_eq!(joined["fields"]["message"], "joined");
+    assert_eq!(joined["span"]["name"], "member");
+    assert_eq!(joined["span"]["client"], name, "{joined}");
+    assert_eq!(joined["span"]["room"], "lobby");
+    let spans = joined["spans"].as_array().unwrap();
+    assert_eq!(spans[0]["transport"], "tcp");
+    assert!(spans[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(spans[1]["client"], name);
+    let refused = parse(&refused);
+    assert_eq!(refused["fields"]["client"], "two\nlines", "{refused}");
+    assert_eq!(refused["fields"]["reason"], "invalid name");
 }
 
 #[test]

@@ -226,15 +226,20 @@ async fn serve<S: FrameSource, W: FrameSink>(
     let (membership, grant) = match admit(ctx, admission, &hello, outbox.clone()) {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
-            debug!(name = hello.name.as_str(), %reason, "refused");
+            debug!(client = hello.name.as_str(), %reason, "refused");
             ctx.metrics.refused(reason);
             let last_words = [refusal(reason, &text)];
             return send_final(sink, &last_words, config.write_deadline).await;
         }
     };
     // Fields are recorded as strings: quoted and escaped in text logs,
-    // JSON strings in JSON logs, so a name cannot forge a field.
-    let span = tracing::info_span!("client", name = membership.name(), room = membership.room());
+    // JSON strings in JSON logs, so a name cannot forge a field. (Not
+    // `name`: JSON logs give each span a `name` key of its own.)
+    let span = tracing::info_span!(
+        "member",
+        client = membership.name(),
+        room = membership.room()
+    );
     source.set_max_frame_len(MAX_FRAME_LEN);
     relay_member(source, sink, ctx, membership, outbox, grant)
         .instrument(span)
