@@ -335,3 +335,41 @@ async fn readyz_turns_503_when_shutdown_starts_and_healthz_stays_200() {
         .unwrap();
     assert_eq!(get(ops, "/readyz").await.0, 503);
 }
+
+#[tokio::test]
+async fn the_operations_listener_serves_at_most_its_limit_at_once() {
+    use relais_server::ops::MAX_OPS_CONNECTIONS;
+    let (server, ops) = metered(unlimited()).await;
+    // Connections that send nothing hold their slots (until their head
+    // times out).
+    let mut idle = Vec::new();
+    for _ in 0..MAX_OPS_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(ops).await.unwrap());
+    }
+    // Accepted after them (the kernel queues connections in order): closed
+    // unanswered.
+    let mut over = tokio::net::TcpStream::connect(ops).await.unwrap();
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, over.read_to_end(&mut answer))
+        .await
+        .expect("closed in time");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // One idle connection goes: its slot is free again (once its task has
+    // seen it go).
+    drop(idle.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut c = tokio::net::TcpStream::connect(ops).await.unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no slot came free");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(idle);
+    server.stop().await;
+}
