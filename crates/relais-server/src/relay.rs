@@ -204,7 +204,8 @@ impl Relay {
     /// budget first; if it cannot take them all, nothing is relayed.
     pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
-        let published = std::time::Instant::now();
+        // For the state-age metric only: no clock read if nobody counts.
+        let published = self.metrics.is_enabled().then(std::time::Instant::now);
         let mut members = lock(&from.room.members);
         // Members are in join order, so in id order.
         let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
@@ -220,9 +221,7 @@ impl Relay {
         let mut conflated = 0;
         for m in members.iter() {
             if m.id != from.id || m.echo {
-                let pushed = m
-                    .outbox
-                    .push_reserved(from.id, frame.clone(), Some(published));
+                let pushed = m.outbox.push_reserved(from.id, frame.clone(), published);
                 freed += pushed.release;
                 conflated += u64::from(pushed.replaced);
             }
