@@ -531,7 +531,8 @@ impl EncodeMetric for Histogram {
     }
 }
 
-/// The memory budget, read at each scrape.
+/// The memory budget, read at each scrape. (Help texts written by
+/// collectors end with a period as the registry's do: it adds one.)
 #[derive(Debug)]
 struct BudgetCollector(Arc<MemoryBudget>);
 
@@ -540,12 +541,12 @@ impl Collector for BudgetCollector {
         let gauges = [
             (
                 "relais_memory_budget_used",
-                "Bytes of buffers charged to the server's memory budget now",
+                "Bytes of buffers charged to the server's memory budget now.",
                 self.0.used(),
             ),
             (
                 "relais_memory_budget_limit",
-                "The server's memory budget (max_memory_bytes)",
+                "The server's memory budget (max_memory_bytes).",
                 self.0.limit(),
             ),
         ];
@@ -589,39 +590,39 @@ impl Collector for ProcessCollector {
         if let Ok(stat) = me.stat() {
             gauge(
                 "process_resident_memory",
-                "Resident memory size in bytes",
+                "Resident memory size in bytes.",
                 Some(Unit::Bytes),
                 stat.rss as f64 * page,
             )?;
             gauge(
                 "process_virtual_memory",
-                "Virtual memory size in bytes",
+                "Virtual memory size in bytes.",
                 Some(Unit::Bytes),
                 stat.vsize as f64,
             )?;
             gauge(
                 "process_threads",
-                "Threads of the process",
+                "Threads of the process.",
                 None,
                 stat.num_threads as f64,
             )?;
             if let Ok(boot) = procfs::boot_time_secs() {
                 gauge(
                     "process_start_time",
-                    "Start time of the process since the Unix epoch in seconds",
+                    "Start time of the process since the Unix epoch in seconds.",
                     Some(Unit::Seconds),
                     boot as f64 + stat.starttime as f64 / ticks,
                 )?;
             }
         }
         if let Ok(n) = me.fd_count() {
-            gauge("process_open_fds", "Open file descriptors", None, n as f64)?;
+            gauge("process_open_fds", "Open file descriptors.", None, n as f64)?;
         }
         if let Ok(limits) = me.limits() {
             if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
                 gauge(
                     "process_max_fds",
-                    "Most open file descriptors allowed (the soft limit)",
+                    "Most open file descriptors allowed (the soft limit).",
                     None,
                     max as f64,
                 )?;
@@ -631,7 +632,7 @@ impl Collector for ProcessCollector {
             let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
             cpu.encode(encoder.encode_descriptor(
                 "process_cpu",
-                "Total user and system CPU time spent in seconds",
+                "Total user and system CPU time spent in seconds.",
                 Some(&Unit::Seconds),
                 cpu.metric_type(),
             )?)?;
