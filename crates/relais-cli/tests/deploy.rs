@@ -1,6 +1,7 @@
-//! The deployment files of `deploy/` against the real thing: the systemd
-//! unit through `systemd-analyze` and against the sample settings, the
-//! Grafana dashboard's queries against a scrape of a running `relais serve`.
+//! The deployment files of `deploy/` and README.md's "Run it in production"
+//! against the real thing: the systemd unit through `systemd-analyze` and
+//! against the sample settings, the Grafana dashboard's queries and the
+//! README's table of metrics against a scrape of a running `relais serve`.
 //! (deploy/relais.toml itself is checked in `settings::tests`.)
 //!
 //! Needs `systemd-analyze`: Debian's `systemd` package.
@@ -18,6 +19,7 @@ use std::time::Duration;
 const UNIT: &str = include_str!("../../../deploy/relais.service");
 const SAMPLE: &str = include_str!("../../../deploy/relais.toml");
 const DASHBOARD: &str = include_str!("../../../deploy/grafana-dashboard.json");
+const README: &str = include_str!("../../../README.md");
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -508,4 +510,45 @@ fn every_metric_of_the_dashboard_is_served_and_every_served_family_is_shown() {
             "the dashboard shows nothing of {family}"
         );
     }
+}
+
+#[test]
+fn the_readme_lists_every_metric_with_its_type_and_labels() {
+    let scrape = scrape();
+    let section = README
+        .split("\n## Run it in production\n")
+        .nth(1)
+        .expect("README.md has \"## Run it in production\"");
+    let section = section.split("\n## ").next().unwrap();
+    // | `name` | type | `label`, `label` | meaning |
+    let mut documented = BTreeMap::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`');
+        if !(name.starts_with("relais_") || name.starts_with("process_")) {
+            continue;
+        }
+        let labels: BTreeSet<String> = cells[3]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        documented.insert(name.to_string(), (cells[2].to_string(), labels));
+    }
+    let mut served = BTreeMap::new();
+    for (family, kind) in &scrape.families {
+        // Histograms are listed by family, the rest by their sample's name.
+        let name = match kind.as_str() {
+            "histogram" => family.clone(),
+            _ => scrape.names_of(family).remove(0),
+        };
+        let sample = scrape.names_of(family).remove(0);
+        let labels: BTreeSet<String> = scrape.samples[&sample]
+            .keys()
+            .filter(|l| *l != "le")
+            .cloned()
+            .collect();
+        served.insert(name, (kind.clone(), labels));
+    }
+    assert_eq!(documented, served, "README.md's metrics vs a scrape");
 }
