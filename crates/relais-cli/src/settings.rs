@@ -582,4 +582,217 @@ mod tests {
             }
         }
     }
+
+    /// deploy/relais.toml, the sample settings of a production server.
+    const SAMPLE: &str = include_str!("../../../deploy/relais.toml");
+
+    /// The one key the sample shows commented out instead of setting: a
+    /// server verifies join tokens with a secret or a public key, never both
+    /// (both is a start-up error), and the sample sets the secret.
+    const SAMPLE_COMMENTED_OUT: &str = "token_public_key";
+
+    fn resolve_sample(text: &str) -> anyhow::Result<Settings> {
+        let file: FileSettings = toml::from_str(text)?;
+        Settings::resolve(&ServeArgs::default(), &file)
+    }
+
+    #[test]
+    fn the_sample_config_sets_every_key_but_the_one_exclusive_token_key() {
+        let table: toml::Table = toml::from_str(SAMPLE).unwrap();
+        let mut set: Vec<String> = table.keys().cloned().collect();
+        let mut expected: Vec<String> = accepted_keys()
+            .into_iter()
+            .filter(|k| k != SAMPLE_COMMENTED_OUT)
+            .collect();
+        set.sort();
+        expected.sort();
+        assert_eq!(set, expected, "deploy/relais.toml's keys vs the TOML keys");
+
+        // The exception is shown, commented out, and is a real one: set as
+        // well, the sample is refused; set instead, as its comment says,
+        // it is accepted.
+        let commented = format!("# {SAMPLE_COMMENTED_OUT} = ");
+        let value = SAMPLE
+            .lines()
+            .find_map(|l| l.strip_prefix(&commented))
+            .expect("the sample shows token_public_key commented out");
+        let both = format!("{SAMPLE}\n{SAMPLE_COMMENTED_OUT} = {value}\n");
+        let err = resolve_sample(&both).unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        let swapped = SAMPLE
+            .replace("\ntoken_secret_file = ", "\n# token_secret_file = ")
+            .replace(
+                &format!("\n{commented}"),
+                &format!("\n{SAMPLE_COMMENTED_OUT} = "),
+            );
+        let s = resolve_sample(&swapped).unwrap();
+        let Some(TokenKey::PublicKey(public)) = s.token_key else {
+            panic!("{:?}", s.token_key);
+        };
+        assert!(public.starts_with("/etc/relais/"), "{}", public.display());
+    }
+
+    #[test]
+    fn the_sample_config_is_accepted_and_fit_for_production() {
+        let s = resolve_sample(SAMPLE).unwrap();
+        assert!(s.listen.ip().is_unspecified(), "clients from anywhere");
+        assert!(s.ws_listen.ip().is_unspecified(), "browsers from anywhere");
+        let ops = s.metrics_listen.expect("metrics on");
+        assert!(ops.ip().is_loopback(), "the metrics listener stays private");
+        assert_eq!(ops.port(), 9477);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(!s.web, "no demo page in production");
+        assert!(s.allowed_origins.is_some());
+        // Every file it names is in /etc/relais, the unit's
+        // ConfigurationDirectory.
+        let tls = s.tls.expect("TLS on");
+        let Some(TokenKey::Secret(secret)) = s.token_key else {
+            panic!("a token secret");
+        };
+        for path in [&tls.cert, &tls.key, &secret] {
+            assert!(path.starts_with("/etc/relais/"), "{}", path.display());
+        }
+    }
+
+    /// A setting's value as the sample's "Default:" comments write it.
+    #[derive(Debug, PartialEq)]
+    enum Shown {
+        /// A number in `unit` ("" for a count).
+        Number(f64, &'static str),
+        /// Anything else, or "none" when unset.
+        Text(String),
+    }
+
+    /// Every file key with its value in `s`.
+    fn shown(s: &Settings) -> Vec<(&'static str, Shown)> {
+        use Shown::{Number, Text};
+        let c = &s.config;
+        let count = |n: f64| Number(n, "");
+        let seconds = |d: Duration| Number(d.as_secs_f64(), "seconds");
+        let bytes = |n: usize| Number(n as f64, "bytes");
+        let text = |t: Option<String>| Text(t.unwrap_or_else(|| "none".into()));
+        let tls =
+            |f: fn(&TlsFiles) -> &PathBuf| text(s.tls.as_ref().map(|t| f(t).display().to_string()));
+        let token = |public: bool| {
+            text(s.token_key.as_ref().and_then(|k| match (k, public) {
+                (TokenKey::Secret(p), false) | (TokenKey::PublicKey(p), true) => {
+                    Some(p.display().to_string())
+                }
+                _ => None,
+            }))
+        };
+        vec![
+            ("listen", Text(s.listen.to_string())),
+            ("ws_listen", Text(s.ws_listen.to_string())),
+            ("web", Text(s.web.to_string())),
+            (
+                "metrics_listen",
+                text(s.metrics_listen.map(|a| a.to_string())),
+            ),
+            (
+                "log_format",
+                Text(format!("{:?}", s.log_format).to_lowercase()),
+            ),
+            ("tls_cert", tls(|t| &t.cert)),
+            ("tls_key", tls(|t| &t.key)),
+            ("token_secret_file", token(false)),
+            ("token_public_key", token(true)),
+            (
+                "allowed_origins",
+                text(s.allowed_origins.as_ref().map(|o| o.to_string())),
+            ),
+            ("max_connections", count(c.max_connections as f64)),
+            (
+                "max_connections_per_ip",
+                count(c.max_connections_per_ip as f64),
+            ),
+            (
+                "max_handshakes_per_ip",
+                count(c.max_handshakes_per_ip as f64),
+            ),
+            ("max_joins_per_ip", count(f64::from(c.max_joins_per_ip))),
+            ("join_burst_per_ip", count(f64::from(c.join_burst_per_ip))),
+            ("handshake_timeout", seconds(c.handshake_timeout)),
+            ("keepalive", seconds(c.keepalive_interval)),
+            ("write_deadline", seconds(c.write_deadline)),
+            ("shutdown_grace", seconds(c.shutdown_grace)),
+            ("flush_interval", seconds(c.flush_interval)),
+            ("max_message_rate", count(f64::from(c.max_message_rate))),
+            ("message_burst", count(f64::from(c.message_burst))),
+            ("flood_factor", count(f64::from(c.flood_factor))),
+            (
+                "flood_seconds",
+                Number(f64::from(c.flood_seconds), "seconds"),
+            ),
+            ("max_memory_bytes", bytes(c.max_memory_bytes)),
+            ("max_pending_bytes", bytes(c.max_pending_bytes)),
+            ("send_buffer_bytes", bytes(c.send_buffer_bytes)),
+        ]
+    }
+
+    /// The comment lines right above `key`'s line in the sample (set or
+    /// commented out), nearest last.
+    fn comment_above(key: &str) -> Vec<&'static str> {
+        let lines: Vec<&str> = SAMPLE.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.strip_prefix("# ")
+                    .unwrap_or(l)
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with(" = "))
+            })
+            .unwrap_or_else(|| panic!("no line for {key} in the sample"));
+        let start = lines[..at]
+            .iter()
+            .rposition(|l| !l.starts_with('#'))
+            .map_or(0, |i| i + 1);
+        lines[start..at].to_vec()
+    }
+
+    #[test]
+    fn the_sample_configs_defaults_are_the_binarys_and_its_limits_are_them() {
+        let defaults =
+            shown(&Settings::resolve(&ServeArgs::default(), &FileSettings::default()).unwrap());
+        let sample = shown(&resolve_sample(SAMPLE).unwrap());
+        let mut keys: Vec<&str> = defaults.iter().map(|(k, _)| *k).collect();
+        let mut accepted = accepted_keys();
+        keys.sort_unstable();
+        accepted.sort();
+        assert_eq!(keys, accepted, "shown() covers every file key");
+
+        for ((key, default), (_, value)) in defaults.iter().zip(&sample) {
+            let comment = comment_above(key);
+            let claim = comment
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("# Default: "))
+                .unwrap_or_else(|| panic!("{key}: no \"# Default: \" line in {comment:#?}"));
+            let first = claim
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(['.', ',']);
+            match default {
+                Shown::Number(n, unit) => {
+                    let claimed: f64 = first.parse().unwrap_or_else(|_| {
+                        panic!("{key}: {claim:?} does not start with a number")
+                    });
+                    assert_eq!(claimed, *n, "{key}: the sample says {claim:?}");
+                    assert!(claim.contains(unit), "{key}: {claim:?} does not say {unit}");
+                    // A limit differs from the default only on purpose,
+                    // and says so.
+                    if value != default {
+                        assert!(
+                            comment
+                                .iter()
+                                .any(|l| l.to_lowercase().contains("deliberately")),
+                            "{key} = {value:?}, not the default {n}: say it deliberately differs"
+                        );
+                    }
+                }
+                Shown::Text(t) => assert_eq!(first, t, "{key}: the sample says {claim:?}"),
+            }
+        }
+    }
 }
