@@ -221,9 +221,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         };
         let mut server = relais_server::Server::with_context(ctx);
+        // Caught with or without TLS: SIGHUP's default action would end
+        // the server (`systemctl reload` sends it).
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(tls.clone())?);
         if let Some(tls) = tls {
-            #[cfg(unix)]
-            tokio::spawn(reload_on_sighup(tls.clone())?);
             server = server.with_tls(tls);
         }
         let (ws, http) = match server.tls() {
@@ -270,16 +272,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Installs the SIGHUP handler (now, so a SIGHUP right after the start is
-/// not fatal) and returns the task that reloads the certificate on each one.
-/// A failed reload keeps the certificate in use.
+/// not fatal) and returns the task that reloads the certificate on each one
+/// (without TLS there is nothing to reload: it says so). A failed reload
+/// keeps the certificate in use.
 #[cfg(unix)]
 fn reload_on_sighup(
-    tls: TlsConfig,
+    tls: Option<TlsConfig>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
     Ok(async move {
         while hangup.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: no TLS certificate to reload");
+                continue;
+            };
             match tls.reload() {
                 Ok(()) => tracing::info!(
                     cert = %tls.cert_path().display(),

@@ -194,11 +194,7 @@ fn two_chat_terminals_talk_through_a_server() {
     alice.expect("stdout", "* bob left (left)");
 
     // SIGTERM: the server says goodbye and exits 0; alice reports why.
-    let kill = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    terminate(&server);
     assert!(server.wait_exit().success());
     alice.expect("stderr", "server shutting down");
     assert!(!alice.wait_exit().success());
@@ -206,8 +202,13 @@ fn two_chat_terminals_talk_through_a_server() {
 
 /// Sends SIGTERM to `proc`.
 fn terminate(proc: &Proc) {
+    signal(proc, "TERM");
+}
+
+/// Sends the signal `name` (`TERM`, `HUP`) to `proc`.
+fn signal(proc: &Proc, name: &str) {
     let kill = Command::new("kill")
-        .args(["-TERM", &proc.child.id().to_string()])
+        .args([&format!("-{name}"), &proc.child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -364,6 +365,24 @@ fn json_logs_are_one_object_a_line_and_names_cannot_forge_fields() {
     let refused = parse(&refused);
     assert_eq!(refused["fields"]["client"], "two\nlines", "{refused}");
     assert_eq!(refused["fields"]["reason"], "invalid name");
+}
+
+#[test]
+fn sighup_without_tls_is_logged_and_the_server_goes_on() {
+    // `systemctl reload` sends SIGHUP whatever the configuration; its
+    // default action would end the server.
+    let (mut server, addr) = serve_with(&[], "info");
+    server.expect("stderr", "listening (tcp)");
+    signal(&server, "HUP");
+    server.expect("stderr", "SIGHUP: no TLS certificate to reload");
+    let mut rooms = relais(&["rooms", "--server", &addr]);
+    rooms.expect("stdout", "no rooms");
+    assert!(rooms.wait_exit().success());
+    terminate(&server);
+    assert!(
+        server.wait_exit().success(),
+        "SIGTERM still ends it cleanly"
+    );
 }
 
 #[test]

@@ -237,7 +237,7 @@ impl Metrics {
         let bytes_in = counter(
             &mut registry,
             "relais_received",
-            "Protocol frame bytes received from members (length prefix included; not TLS or WebSocket framing)",
+            "Bytes of DATA frames received from members (length prefix included; not TLS or WebSocket framing)",
             Some(Unit::Bytes),
         );
         let bytes_out = counter(

@@ -78,7 +78,7 @@ pub enum ReadError {
 /// most this long, waiting for the client to close its side: closing a socket
 /// with unread input resets the connection, which can destroy the goodbye in
 /// flight.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+pub const LINGER: Duration = Duration::from_secs(1);
 
 /// How long a refused connection is kept for its answer: the `REFUSED`
 /// written at once, then reading what the client still sends (its `HELLO`)
