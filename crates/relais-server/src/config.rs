@@ -22,7 +22,7 @@ pub struct Config {
     /// connection that is being closed.
     pub write_deadline: Duration,
     /// Most bytes that may wait in one recipient's outbox or be in the batch
-    /// being written to it (each frame counted with 48 bytes for its handle and publish time); past
+    /// being written to it (each frame counted with 40 bytes for its handle and metrics stamp); past
     /// it the recipient is dropped as a slow consumer. Conflation keeps one
     /// message per sender, so this is only reached by a recipient that has
     /// stopped reading in a room of many large senders; the late-joiner

@@ -24,10 +24,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -36,10 +35,10 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
-use relais_protocol::frames::kind;
 use relais_protocol::{CloseReason, RefuseReason, LENGTH_PREFIX_LEN};
 
 use crate::budget::MemoryBudget;
+use crate::outbox::{NOT_A_MESSAGE, UNTIMED_MESSAGE};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -95,24 +94,41 @@ const CLOSE_LABELS: [&str; 9] = [
     "other",
 ];
 
-/// Bucket bounds of `relais_state_age_seconds`, in nanoseconds: 250 µs to
-/// 5 s.
-const AGE_BOUNDS_NS: [u64; 14] = [
-    250_000,
-    500_000,
-    1_000_000,
-    2_000_000,
-    5_000_000,
-    10_000_000,
-    20_000_000,
-    50_000_000,
-    100_000_000,
-    200_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_000_000_000,
-    5_000_000_000,
-];
+/// Bucket bounds of `relais_state_age_seconds`, in nanoseconds: the powers
+/// of two from 2^18 (262 µs) to 2^32 (4.3 s), so that a writer finds an
+/// age's bucket with one instruction ([`age_bucket`]) for each message it
+/// writes.
+const AGE_BOUNDS_NS: [u64; 15] = {
+    let mut bounds = [0; 15];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = 1 << (AGE_SHIFT + i as u32);
+        i += 1;
+    }
+    bounds
+};
+
+/// log2 of the first bound of [`AGE_BOUNDS_NS`].
+const AGE_SHIFT: u32 = 18;
+
+/// The bucket of [`AGE_BOUNDS_NS`] that `age` falls in (the same as
+/// [`bucket`]'s, without a search): bucket `i` holds ages up to
+/// 2^(18+i) ns.
+fn age_bucket(age: u64) -> usize {
+    let above = age.saturating_sub(1) >> AGE_SHIFT;
+    ((u64::BITS - above.leading_zeros()) as usize).min(AGE_BOUNDS_NS.len())
+}
+
+/// The process's clock for publish stamps: nanoseconds since the first
+/// call, plus 2, so that a stamp is never [`NOT_A_MESSAGE`] or
+/// [`UNTIMED_MESSAGE`].
+pub fn stamp_now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_add(2)
+}
 
 /// Bucket bounds of `relais_outbox_pending_bytes`.
 const BYTES_BOUNDS: [u64; 10] = [
@@ -376,29 +392,36 @@ impl Metrics {
         }
     }
 
-    /// A write batch went out at `now`: `frames` (encoded, length prefix
-    /// included), with `published[i]` the publish time of `frames[i]` if it
-    /// is a live message.
-    pub fn batch_written(&self, frames: &[Bytes], published: &[Option<Instant>], now: Instant) {
-        let Some(m) = &self.0 else { return };
+    /// A write batch of `bytes` bytes went out just now; `stamps` are its
+    /// frames' [stamps](crate::outbox::Batch::stamps). This runs once per
+    /// batch for every recipient, so the loop over the frames is kept to
+    /// integer work on one array: no clock read per frame, no frame bytes
+    /// touched, power-of-two age buckets.
+    pub fn batch_written(&self, stamps: &[u64], bytes: usize) {
+        if let Some(m) = &self.0 {
+            m.batch_written(stamps, bytes, stamp_now());
+        }
+    }
+}
+
+impl Inner {
+    /// [`Metrics::batch_written`] at `now` (a [`stamp_now`]).
+    fn batch_written(&self, stamps: &[u64], bytes: usize, now: u64) {
         let mut messages = 0u64;
-        let mut bytes = 0u64;
         let mut ages = Tally::default();
-        for (frame, stamp) in frames.iter().zip(published) {
-            bytes += frame.len() as u64;
-            if frame.get(LENGTH_PREFIX_LEN) == Some(&kind::MESSAGE) {
-                messages += 1;
-            }
-            if let Some(at) = stamp {
-                let age = now.saturating_duration_since(*at).as_nanos();
-                ages.observe(&AGE_BOUNDS_NS, u64::try_from(age).unwrap_or(u64::MAX));
+        for &stamp in stamps {
+            messages += u64::from(stamp != NOT_A_MESSAGE);
+            if stamp > UNTIMED_MESSAGE {
+                let age = now.saturating_sub(stamp);
+                ages.buckets[age_bucket(age)] += 1;
+                ages.sum = ages.sum.saturating_add(age);
             }
         }
-        m.deliveries.inc_by(messages);
-        m.bytes_out.inc_by(bytes);
-        m.batch_messages.observe(messages);
-        m.batch_bytes.observe(bytes);
-        m.state_age.add(&ages);
+        self.deliveries.inc_by(messages);
+        self.bytes_out.inc_by(bytes as u64);
+        self.batch_messages.observe(messages);
+        self.batch_bytes.observe(bytes as u64);
+        self.state_age.add(&ages);
     }
 }
 
@@ -458,13 +481,6 @@ struct Tally {
     /// Enough for the longest bounds, plus the overflow bucket.
     buckets: [u64; 16],
     sum: u64,
-}
-
-impl Tally {
-    fn observe(&mut self, bounds: &[u64], v: u64) {
-        self.buckets[bucket(bounds, v)] += 1;
-        self.sum = self.sum.saturating_add(v);
-    }
 }
 
 /// The bucket `v` falls in: the first bound at or above it, or the last.
@@ -660,6 +676,26 @@ mod tests {
     }
 
     #[test]
+    fn age_buckets_are_found_without_a_search_and_agree_with_one() {
+        let mut ages = vec![0, 1, u64::MAX, u64::MAX - 1];
+        for &b in &AGE_BOUNDS_NS {
+            ages.extend([b - 1, b, b + 1, b / 2 * 3]);
+        }
+        for age in ages {
+            assert_eq!(age_bucket(age), bucket(&AGE_BOUNDS_NS, age), "{age}");
+        }
+        assert_eq!(AGE_BOUNDS_NS[0], 262_144);
+        assert_eq!(AGE_BOUNDS_NS[14], 1 << 32);
+    }
+
+    #[test]
+    fn stamps_are_never_the_reserved_values_and_do_not_go_back() {
+        let a = stamp_now();
+        let b = stamp_now();
+        assert!(a > UNTIMED_MESSAGE && b >= a);
+    }
+
+    #[test]
     fn buckets_take_values_up_to_their_bound() {
         assert_eq!(bucket(&COUNT_BOUNDS, 0), 0);
         assert_eq!(bucket(&COUNT_BOUNDS, 1), 1);
@@ -676,13 +712,11 @@ mod tests {
         m.joined();
         m.refused(RefuseReason::TooManyJoins);
         m.left(CloseReason::SlowConsumer);
-        let frame = relais_protocol::encode_message("a", b"x");
-        let t0 = Instant::now();
-        m.batch_written(
-            &[frame.clone(), frame],
-            &[Some(t0), None],
-            t0 + std::time::Duration::from_millis(3),
-        );
+        // A live message published 3 ms ago, a snapshot one, a presence
+        // frame.
+        let now = 10_000_000_000;
+        let stamps = [now - 3_000_000, UNTIMED_MESSAGE, NOT_A_MESSAGE];
+        m.0.as_ref().unwrap().batch_written(&stamps, 100, now);
         let text = m.encode();
         for line in [
             "relais_connections{transport=\"ws\"} 1",
@@ -695,8 +729,10 @@ mod tests {
             "relais_members 0",
             "relais_deliveries_total 2",
             "relais_write_batch_messages_count 1",
-            "relais_state_age_seconds_bucket{le=\"0.002\"} 0",
-            "relais_state_age_seconds_bucket{le=\"0.005\"} 1",
+            "relais_state_age_seconds_bucket{le=\"0.002097152\"} 0",
+            "relais_state_age_seconds_bucket{le=\"0.004194304\"} 1",
+            "relais_state_age_seconds_sum 0.003",
+            "relais_sent_bytes_total 100",
             "relais_state_age_seconds_count 1",
             "relais_memory_budget_limit_bytes 1048576",
             "relais_build_info{version=",

@@ -9,8 +9,9 @@
 //! always follows the last message of the member that left.
 //!
 //! The writer takes everything that is waiting in one go ([`Outbox::drain`])
-//! and writes it as one batch. A live message carries its publish time with
-//! it, for the state-age metric ([`crate::metrics`]).
+//! and writes it as one batch. Each frame carries a [stamp](Batch::stamps)
+//! for the metrics ([`crate::metrics`]): whether it is a relayed message,
+//! and when it was published.
 //!
 //! **Memory.** Every waiting frame is charged to the server's
 //! [`MemoryBudget`] and to the recipient's `max_pending_bytes` from the
@@ -27,7 +28,6 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use relais_protocol::CloseReason;
@@ -37,10 +37,19 @@ use tokio::sync::Notify;
 use crate::budget::MemoryBudget;
 
 /// What one waiting frame costs besides its bytes (its handle in the queue
-/// and its publish time): 48 bytes on 64-bit systems. Counted against
+/// and its stamp): 40 bytes on 64-bit systems. Counted against
 /// `max_pending_bytes`, so many tiny frames cannot exceed the memory cap
 /// either.
-pub const ENTRY_COST: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<Option<Instant>>();
+pub const ENTRY_COST: usize = std::mem::size_of::<Bytes>() + std::mem::size_of::<u64>();
+
+/// The stamp of a frame that is not a relayed message (presence, control,
+/// `PONG`).
+pub const NOT_A_MESSAGE: u64 = 0;
+
+/// The stamp of a relayed message without a publish time (a late-joiner
+/// snapshot message, or any message while metrics are off). Larger stamps
+/// are publish times ([`crate::metrics::stamp_now`]).
+pub const UNTIMED_MESSAGE: u64 = 1;
 
 /// Slot key for the recipient's own `PONG`: at most one waits, however many
 /// `PING`s it sends. Member ids count up from 0 and never reach it.
@@ -66,9 +75,10 @@ pub struct Outbox {
 pub struct Batch {
     /// Encoded frames (length prefix included), oldest first.
     pub frames: Vec<Bytes>,
-    /// For each frame, when it was published if it is a live message
-    /// (`None`: presence, control, or a late-joiner snapshot message).
-    pub published: Vec<Option<Instant>>,
+    /// For each frame, [`NOT_A_MESSAGE`], [`UNTIMED_MESSAGE`], or the
+    /// publish time of a live message (one `u64`, so that the writer's
+    /// metrics walk a plain array).
+    pub stamps: Vec<u64>,
 }
 
 impl Batch {
@@ -80,7 +90,7 @@ impl Batch {
     /// Empties it, keeping its capacity.
     pub fn clear(&mut self) {
         self.frames.clear();
-        self.published.clear();
+        self.stamps.clear();
     }
 }
 
@@ -97,8 +107,8 @@ pub struct Pushed {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Encoded frames (length prefix included), oldest first, and when
-    /// each was published (live messages only).
+    /// Encoded frames (length prefix included), oldest first, with their
+    /// stamps.
     batch: Batch,
     /// Sender member id → index in `batch` of its waiting message.
     slots: FxHashMap<u64, usize>,
@@ -127,14 +137,14 @@ impl Outbox {
         }
     }
 
-    /// Queues a relayed message from member `sender`, published at
-    /// `published` (`None` for a snapshot message), replacing that sender's
+    /// Queues a relayed message from member `sender`, with its `stamp`
+    /// (its publish time, or [`UNTIMED_MESSAGE`]), replacing that sender's
     /// waiting message if there is one. `frame.len() + ENTRY_COST` bytes
     /// must already be charged to the budget for it (the relay does so for
     /// a whole fan-out at once); they now belong to this outbox. Says which
     /// bytes the caller must release (a fan-out releases them all at once,
     /// one atomic operation instead of one per recipient).
-    pub fn push_reserved(&self, sender: u64, frame: Bytes, published: Option<Instant>) -> Pushed {
+    pub fn push_reserved(&self, sender: u64, frame: Bytes, stamp: u64) -> Pushed {
         let cost = frame.len() + ENTRY_COST;
         let mut st = self.lock();
         if st.closed.is_some() {
@@ -151,7 +161,7 @@ impl Outbox {
         let pushed = match st.slots.get(&sender).copied() {
             Some(i) => {
                 let old = std::mem::replace(&mut st.batch.frames[i], frame);
-                st.batch.published[i] = published;
+                st.batch.stamps[i] = stamp;
                 st.bytes -= old.len() + ENTRY_COST;
                 Pushed {
                     release: old.len() + ENTRY_COST,
@@ -161,7 +171,7 @@ impl Outbox {
             None => {
                 let i = st.batch.frames.len();
                 st.batch.frames.push(frame);
-                st.batch.published.push(published);
+                st.batch.stamps.push(stamp);
                 st.slots.insert(sender, i);
                 Pushed {
                     release: 0,
@@ -173,12 +183,13 @@ impl Outbox {
         pushed
     }
 
-    /// Queues a relayed message from member `sender` (charging it
-    /// unconditionally; the relay's fan-out uses
-    /// [`push_reserved`](Self::push_reserved)).
+    /// Queues a frame that a newer one from the same `sender` slot
+    /// replaces, such as the one `PONG` ([`PONG_SLOT`]), charging it
+    /// unconditionally. Not counted as a relayed message (the relay's
+    /// fan-out uses [`push_reserved`](Self::push_reserved)).
     pub fn push_message(&self, sender: u64, frame: Bytes) {
         self.budget.force(frame.len() + ENTRY_COST);
-        let pushed = self.push_reserved(sender, frame, None);
+        let pushed = self.push_reserved(sender, frame, NOT_A_MESSAGE);
         self.budget.release(pushed.release);
     }
 
@@ -194,7 +205,7 @@ impl Outbox {
         let was_empty = st.batch.is_empty();
         st.bytes += cost;
         st.batch.frames.push(frame);
-        st.batch.published.push(None);
+        st.batch.stamps.push(NOT_A_MESSAGE);
         self.after_push(st, was_empty);
     }
 
@@ -284,7 +295,7 @@ impl Outbox {
     pub fn drain(&self, into: &mut Batch) -> Option<CloseReason> {
         let mut st = self.lock();
         into.frames.append(&mut st.batch.frames);
-        into.published.append(&mut st.batch.published);
+        into.stamps.append(&mut st.batch.stamps);
         st.slots.clear();
         let drained = std::mem::take(&mut st.bytes);
         self.in_flight.fetch_add(drained, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use relais_protocol::{
 
 use crate::budget::MemoryBudget;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, ENTRY_COST};
+use crate::outbox::{Outbox, ENTRY_COST, UNTIMED_MESSAGE};
 
 /// All rooms of one server.
 #[derive(Debug)]
@@ -205,7 +205,11 @@ impl Relay {
     pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
         // For the state-age metric only: no clock read if nobody counts.
-        let published = self.metrics.is_enabled().then(std::time::Instant::now);
+        let stamp = if self.metrics.is_enabled() {
+            crate::metrics::stamp_now()
+        } else {
+            UNTIMED_MESSAGE
+        };
         let mut members = lock(&from.room.members);
         // Members are in join order, so in id order.
         let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
@@ -221,7 +225,7 @@ impl Relay {
         let mut conflated = 0;
         for m in members.iter() {
             if m.id != from.id || m.echo {
-                let pushed = m.outbox.push_reserved(from.id, frame.clone(), published);
+                let pushed = m.outbox.push_reserved(from.id, frame.clone(), stamp);
                 freed += pushed.release;
                 conflated += u64::from(pushed.replaced);
             }
@@ -264,8 +268,8 @@ impl Relay {
                 outbox.owe_first(id);
                 return true;
             }
-            self.budget
-                .release(outbox.push_reserved(id, frame, None).release);
+            let pushed = outbox.push_reserved(id, frame, UNTIMED_MESSAGE);
+            self.budget.release(pushed.release);
             filled += cost;
         }
         false

@@ -503,7 +503,8 @@ async fn write_loop<W: FrameSink>(
             return CloseReason::SlowConsumer;
         }
         if !batch.is_empty() {
-            pacer.written(batch.frames.iter().map(Bytes::len).sum());
+            let bytes = batch.frames.iter().map(Bytes::len).sum();
+            pacer.written(bytes);
             match tokio::time::timeout(config.write_deadline, sink.send_batch(&batch.frames)).await
             {
                 Err(_) => return CloseReason::SlowConsumer,
@@ -513,10 +514,8 @@ async fn write_loop<W: FrameSink>(
                 }
                 Ok(Ok(())) => {
                     outbox.written();
-                    let now = Instant::now();
-                    ctx.metrics
-                        .batch_written(&batch.frames, &batch.published, now.into_std());
-                    batching.wrote(now, batch.frames.len());
+                    ctx.metrics.batch_written(&batch.stamps, bytes);
+                    batching.wrote(Instant::now(), batch.frames.len());
                     batch.clear();
                 }
             }
