@@ -362,12 +362,7 @@ async fn read_loop<S: FrameSource>(
     let silence = tokio::time::sleep_until(now + config.keepalive_interval);
     tokio::pin!(silence);
     loop {
-        let next = async {
-            match held {
-                Some(_) => tokio::time::sleep_until(bucket.next_token_at().max(retry_at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        let next = sleep_until_some(held.as_ref().map(|_| bucket.next_token_at().max(retry_at)));
         let frame = tokio::select! {
             r = source.next_frame() => r,
             () = &mut silence => {
@@ -470,6 +465,8 @@ async fn write_loop<W: FrameSink>(
 ) -> CloseReason {
     let (config, relay) = (&ctx.config, &ctx.relay);
     let mut batch = Batch::default();
+    // Dropped on every way out: what it counted is added then.
+    let mut tally = ctx.metrics.writer();
     let mut batching = Batching::new(config.flush_interval, Instant::now());
     let mut pacer = Pacer::new(config.write_deadline);
     loop {
@@ -514,8 +511,10 @@ async fn write_loop<W: FrameSink>(
                 }
                 Ok(Ok(())) => {
                     outbox.written();
-                    ctx.metrics.batch_written(&batch.stamps, bytes);
-                    batching.wrote(Instant::now(), batch.frames.len());
+                    tally.batch_written(&batch.stamps, bytes);
+                    let now = Instant::now();
+                    tally.flush_if_due(now);
+                    batching.wrote(now, batch.frames.len());
                     batch.clear();
                 }
             }
@@ -528,10 +527,21 @@ async fn write_loop<W: FrameSink>(
         if outbox.owes_snapshot() && !snapshot_stalled {
             continue; // The next chunk, once the connection takes it.
         }
+        let flush_due = tally.due();
         tokio::select! {
             () = outbox.wait() => {}
             () = tokio::time::sleep(OVERLOAD_RETRY), if snapshot_stalled => {}
+            // What an idle writer counted still shows within FLUSH_EVERY.
+            () = sleep_until_some(flush_due), if flush_due.is_some() => tally.flush(),
         }
+    }
+}
+
+/// Sleeps until `at`, or forever if there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
