@@ -10,10 +10,10 @@
 //! [`ServerContext::with_metrics`](crate::ServerContext::with_metrics).
 //!
 //! **Cost.** Nothing is recorded per recipient of a fan-out: a publish adds
-//! its conflations once, and each writer records a whole write batch at a
-//! time (deliveries, bytes, and the state age of every message in it, summed
-//! locally into the histogram's buckets and then added with one atomic
-//! operation per touched bucket).
+//! its conflations once, and each writer counts what it writes (deliveries,
+//! bytes, the state age of every message) in its own [`WriterTally`], plain
+//! integers with no clock read of their own, which it adds to the shared
+//! atomics at most every [`FLUSH_EVERY`].
 //!
 //! **Labels.** Only `transport` (`tcp`, `ws`) and `reason` (the refusal and
 //! close reasons of PROTOCOL.md), so the number of series is fixed: no
@@ -123,9 +123,15 @@ fn age_bucket(age: u64) -> usize {
 /// call, plus 2, so that a stamp is never [`NOT_A_MESSAGE`] or
 /// [`UNTIMED_MESSAGE`].
 pub fn stamp_now() -> u64 {
+    stamp_at(Instant::now())
+}
+
+/// The stamp of the instant `at` (a writer's, which has read the clock
+/// for its own use already).
+pub fn stamp_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_nanos())
+    let epoch = *EPOCH.get_or_init(|| at);
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos())
         .unwrap_or(u64::MAX)
         .saturating_add(2)
 }
@@ -410,7 +416,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// What one recipient's writer wrote, counted locally (no atomic operation,
 /// no shared cache line per batch: at N = 100 there are ~36,000 batches a
 /// second) and added to the server's metrics at most every [`FLUSH_EVERY`]
-/// ([`WriterTally::flush_if_due`], [`WriterTally::due`]) and when dropped.
+/// ([`WriterTally::batch_written`] once due, a timer on [`WriterTally::due`]
+/// when idle) and when dropped.
 #[derive(Debug)]
 pub struct WriterTally {
     metrics: Option<Arc<Inner>>,
@@ -433,14 +440,18 @@ impl WriterTally {
     /// frames' [stamps](crate::outbox::Batch::stamps). The loop over the
     /// frames is integer work on one array: no clock read per frame, no
     /// frame bytes touched, power-of-two age buckets.
-    pub fn batch_written(&mut self, stamps: &[u64], bytes: usize) {
+    /// Written at `at`, which is also when the tally is added if it is
+    /// due (no clock read of its own).
+    pub fn batch_written(&mut self, stamps: &[u64], bytes: usize, at: tokio::time::Instant) {
         if self.metrics.is_some() {
-            self.record(stamps, bytes, stamp_now());
+            self.record(stamps, bytes, stamp_at(at.into_std()), at);
+            self.flush_if_due(at);
         }
     }
 
-    /// [`batch_written`](Self::batch_written) at `now` (a [`stamp_now`]).
-    fn record(&mut self, stamps: &[u64], bytes: usize, now: u64) {
+    /// Counts a batch written at `now` (its stamp) or `at` (the same
+    /// instant on tokio's clock, which schedules the flush).
+    fn record(&mut self, stamps: &[u64], bytes: usize, now: u64, at: tokio::time::Instant) {
         let t = &mut self.tally;
         let mut messages = 0u64;
         for &stamp in stamps {
@@ -454,7 +465,7 @@ impl WriterTally {
         t.batch_messages.observe(&COUNT_BOUNDS, messages);
         t.batch_bytes.observe(&BYTES_BOUNDS, bytes as u64);
         if self.due.is_none() {
-            self.due = Some(tokio::time::Instant::now() + FLUSH_EVERY);
+            self.due = Some(at + FLUSH_EVERY);
         }
     }
 
@@ -464,7 +475,7 @@ impl WriterTally {
     }
 
     /// Adds what is counted to the server's metrics if it is due.
-    pub fn flush_if_due(&mut self, now: tokio::time::Instant) {
+    fn flush_if_due(&mut self, now: tokio::time::Instant) {
         if self.due.is_some_and(|due| due <= now) {
             self.flush();
         }
@@ -790,7 +801,7 @@ mod tests {
         let now = 10_000_000_000;
         let mut writer = m.writer();
         let stamps = [now - 3_000_000, UNTIMED_MESSAGE, NOT_A_MESSAGE];
-        writer.record(&stamps, 100, now);
+        writer.record(&stamps, 100, now, tokio::time::Instant::now());
         let due = writer.due().expect("something to add");
         writer.flush_if_due(due - FLUSH_EVERY / 2);
         assert!(m.encode().contains("relais_deliveries_total 0"), "not yet");

@@ -511,9 +511,8 @@ async fn write_loop<W: FrameSink>(
                 }
                 Ok(Ok(())) => {
                     outbox.written();
-                    tally.batch_written(&batch.stamps, bytes);
                     let now = Instant::now();
-                    tally.flush_if_due(now);
+                    tally.batch_written(&batch.stamps, bytes, now);
                     batching.wrote(now, batch.frames.len());
                     batch.clear();
                 }
