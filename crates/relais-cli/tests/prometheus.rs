@@ -3,7 +3,9 @@
 //! exposition is read by the system it is meant for, over its own HTTP
 //! client, with its own OpenMetrics parser.
 //!
-//! It needs Prometheus at /usr/bin/prometheus (or `PROMETHEUS`); `.ci/run`
+//! It needs Prometheus at /usr/bin/prometheus (or `PROMETHEUS`), and
+//! promtool at /usr/bin/promtool (or `PROMTOOL`), which checks the README's
+//! scrape job (`promtool check config`); `.ci/run`
 //! installs Debian's `prometheus` package. Without it this test fails with
 //! what to install: it never passes without having run Prometheus.
 //!
@@ -246,14 +248,47 @@ impl Prometheus {
     }
 }
 
-#[test]
-fn prometheus_scrapes_the_metrics_and_sees_clients_come_and_go() {
-    let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into());
+/// A program of Debian's `prometheus` package (`$var` overrides where),
+/// or a failure saying what to install.
+fn from_prometheus_package(var: &str, default: &str) -> String {
+    let binary = std::env::var(var).unwrap_or_else(|_| default.into());
     assert!(
         Path::new(&binary).exists(),
-        "this test needs Prometheus at {binary}: `apt-get install prometheus` \
+        "this test needs {binary}: `apt-get install prometheus` \
          (Debian's package; .ci/run does it)"
     );
+    binary
+}
+
+#[test]
+fn the_readmes_scrape_job_passes_promtool() {
+    let promtool = from_prometheus_package("PROMTOOL", "/usr/bin/promtool");
+    let readme = include_str!("../../../README.md");
+    let job = readme
+        .split("A Prometheus scrape job for it")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has the scrape job");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, job).expect("write prometheus.yml");
+    let out = Command::new(promtool)
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool check config:\n{}{}\n{job}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prometheus_scrapes_the_metrics_and_sees_clients_come_and_go() {
+    let binary = from_prometheus_package("PROMETHEUS", "/usr/bin/prometheus");
     let started = Instant::now();
 
     let mut serve = Proc::spawn(
