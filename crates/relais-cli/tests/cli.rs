@@ -1,166 +1,18 @@
 //! The `relais` binary as a user runs it: a server and two chat terminals.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::thread;
-use std::time::Duration;
+use std::io::Write;
+use std::process::Command;
 
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A running `relais` process whose output lines arrive on channels.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-/// The lines `r` writes, split at `\n` only: a carriage return or any
-/// other byte stays in the line it was written in (invalid UTF-8 shows as
-/// U+FFFD).
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = channel();
-    thread::spawn(move || {
-        let mut r = BufReader::new(r);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            if tx
-                .send(String::from_utf8_lossy(&line).into_owned())
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
+mod common;
+use common::{last_word, serve_with, Proc, PATIENCE};
 
 fn relais(args: &[&str]) -> Proc {
-    relais_logging(args, "warn")
-}
-
-/// `relais` with `RUST_LOG` set to `log`.
-fn relais_logging(args: &[&str], log: &str) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relais"))
-        .args(args)
-        .env("RUST_LOG", log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("relais runs");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    Proc {
-        stdin: child.stdin.take(),
-        child,
-        stdout,
-        stderr,
-    }
-}
-
-impl Proc {
-    /// The channel of `which` ("stdout" or "stderr").
-    fn output(&self, which: &str) -> &Receiver<String> {
-        if which == "stdout" {
-            &self.stdout
-        } else {
-            &self.stderr
-        }
-    }
-
-    /// Waits for a line on `which` that contains `needle`; returns it.
-    fn expect(&self, which: &str, needle: &str) -> String {
-        self.lines_until(which, needle).pop().unwrap()
-    }
-
-    /// The lines on `which` up to and including the first that contains
-    /// `needle`.
-    fn lines_until(&self, which: &str, needle: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            let line = self
-                .output(which)
-                .recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| panic!("no {which} line containing {needle:?} in {seen:?}"));
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return seen;
-            }
-        }
-    }
-
-    /// Every line left on `which` until the process closes it (at most
-    /// PATIENCE between two lines).
-    fn rest(&self, which: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            match self.output(which).recv_timeout(PATIENCE) {
-                Ok(line) => seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => return seen,
-                Err(RecvTimeoutError::Timeout) => panic!("{which} still open"),
-            }
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits (at most PATIENCE) for the process to exit: its output
-    /// channels close when it does.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        for rx in [&self.stdout, &self.stderr] {
-            loop {
-                match rx.recv_timeout(PATIENCE) {
-                    Ok(line) => eprintln!("[{}] {line}", self.child.id()),
-                    Err(RecvTimeoutError::Disconnected) => break,
-                    Err(RecvTimeoutError::Timeout) => panic!("process did not exit"),
-                }
-            }
-        }
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Proc::relais(args, "warn")
 }
 
 /// `relais serve` on ephemeral ports with `extra` flags; its TCP address.
 fn serve(extra: &[&str]) -> (Proc, String) {
     serve_with(extra, "warn")
-}
-
-/// Like `serve`, logging at `log`.
-fn serve_with(extra: &[&str], log: &str) -> (Proc, String) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let server = relais_logging(&args, log);
-    let line = server.expect("stdout", "listening on");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    (server, addr)
 }
 
 #[test]
@@ -396,34 +248,26 @@ fn a_failed_connection_says_why_and_exits_non_zero() {
 #[test]
 fn connections_past_the_open_file_limit_are_refused() {
     // The server under an open-file limit of 64 (soft and hard).
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_relais"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ws-listen",
-            "127.0.0.1:0",
-            // Every client here comes from 127.0.0.1.
-            "--max-connections-per-ip",
-            "0",
-            "--max-joins-per-ip",
-            "0",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server = Proc {
-        stdout: lines(child.stdout.take().unwrap()),
-        stderr: lines(child.stderr.take().unwrap()),
-        stdin: None,
-        child,
-    };
-    let line = server.expect("stdout", "listening on");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let server = Proc::spawn(
+        "relais",
+        Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_relais"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ws-listen",
+                "127.0.0.1:0",
+                // Every client here comes from 127.0.0.1.
+                "--max-connections-per-ip",
+                "0",
+                "--max-joins-per-ip",
+                "0",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
+    let addr = last_word(&server.expect("stdout", "listening on")).to_string();
     let warning = server.expect("stderr", "open-file limit");
     assert!(warning.contains("64"), "{warning}");
 

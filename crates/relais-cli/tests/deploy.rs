@@ -9,19 +9,16 @@
 #![cfg(target_os = "linux")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 const UNIT: &str = include_str!("../../../deploy/relais.service");
 const SAMPLE: &str = include_str!("../../../deploy/relais.toml");
 const DASHBOARD: &str = include_str!("../../../deploy/grafana-dashboard.json");
 const README: &str = include_str!("../../../README.md");
 
-const PATIENCE: Duration = Duration::from_secs(20);
+mod common;
+use common::{http_get, metrics_addr, serve_with};
 
 // --- The systemd unit -------------------------------------------------------
 
@@ -187,79 +184,6 @@ fn the_units_limits_fit_the_sample_config() {
 
 // --- A scrape of the real server --------------------------------------------
 
-/// A `relais serve` with its operations listener; killed when dropped.
-struct Server {
-    child: Child,
-    ops: String,
-}
-
-impl Server {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relais"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--ws-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--metrics-listen", "127.0.0.1:0"]) // Prints the address.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("relais runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            ops: String::new(),
-        };
-        loop {
-            let line = rx
-                .recv_timeout(PATIENCE)
-                .expect("relais prints its metrics address");
-            if let Some(rest) = line.strip_prefix("relais metrics on http://") {
-                server.ops = rest.strip_suffix("/metrics").unwrap().to_string();
-                return server;
-            }
-        }
-    }
-
-    /// The status code and body of `GET path` on the operations listener.
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.ops).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.ops
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_string())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A scrape: each sample name with its labels and their values, and each
 /// family (`# TYPE` line) with its type.
 #[derive(Debug, Default)]
@@ -417,10 +341,13 @@ fn panels(dashboard: &serde_json::Value) -> Vec<&serde_json::Value> {
 }
 
 fn scrape() -> Scrape {
-    let server = Server::start();
-    assert_eq!(server.get("/healthz"), (200, "ok\n".into()));
-    assert_eq!(server.get("/readyz"), (200, "ready\n".into()));
-    let (status, body) = server.get("/metrics");
+    // Dropped at the end: killed.
+    let (server, _) = serve_with(&["--metrics-listen", "127.0.0.1:0"], "warn");
+    let ops = metrics_addr(&server);
+    let get = |path| http_get(&ops, path).unwrap();
+    assert_eq!(get("/healthz"), (200, "ok\n".into()));
+    assert_eq!(get("/readyz"), (200, "ready\n".into()));
+    let (status, body) = get("/metrics");
     assert_eq!(status, 200);
     assert!(body.ends_with("# EOF\n"), "{body}");
     Scrape::parse(&body)

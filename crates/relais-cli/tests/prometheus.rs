@@ -18,16 +18,15 @@
 //! `_total`, as OpenMetrics wants). What it would check, that every sample
 //! is read with its family's type and unit, is checked against Prometheus.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod common;
+use common::{http_get, metrics_addr, serve_with, Proc};
 
 /// The most any wait takes. Prometheus's first scrape comes 5 to 11 s after
 /// its start (its discovery and scrape managers pass new targets on every
@@ -39,111 +38,6 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Clients in the room.
 const K: usize = 3;
-
-/// A child process, killed when dropped (also when a test panics), whose
-/// output lines arrive on channels and are kept for failure messages.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        Self {
-            name,
-            stdout: lines(child.stdout.take().unwrap(), log.clone()),
-            stderr: lines(child.stderr.take().unwrap(), log.clone()),
-            child,
-            log,
-        }
-    }
-
-    /// Waits for a line on stdout (or stderr) containing `needle`; returns
-    /// it. Fails if the process ends first or PATIENCE passes.
-    fn line(&mut self, stderr: bool, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let rx = if stderr { &self.stderr } else { &self.stdout };
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("{}: no line with {needle:?}\n{}", self.name, self.log())
-                }
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "{} ended ({:?}) before a line with {needle:?}\n{}",
-                    self.name,
-                    self.child.wait(),
-                    self.log()
-                ),
-            }
-        }
-    }
-
-    /// Everything it has written so far, for failure messages.
-    fn log(&self) -> String {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        format!("--- {} output:\n{}\n---", self.name, log.join("\n"))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends each line `r` writes on the returned channel and keeps it in `log`.
-fn lines(r: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) -> Receiver<String> {
-    let (tx, rx) = channel();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            log.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(line.clone());
-            // The test may have stopped listening: keep draining the pipe.
-            let _ = tx.send(line);
-        }
-    });
-    rx
-}
-
-/// The last word of `line`.
-fn last_word(line: &str) -> &str {
-    line.rsplit(' ').next().unwrap()
-}
-
-/// `GET target` from `addr`, over HTTP/1.0 so that the answer comes whole
-/// (never chunked) and the connection closes after it: its status and body.
-fn http_get(addr: &str, target: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, response.to_string());
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((status, body.to_owned()))
-}
 
 /// `s` as a URL query value: everything but unreserved characters
 /// percent-encoded.
@@ -183,7 +77,7 @@ impl Prometheus {
             ),
         )
         .expect("write prometheus.yml");
-        let mut proc = Proc::spawn(
+        let proc = Proc::spawn(
             "prometheus",
             Command::new(binary)
                 .arg(format!("--config.file={}", config.display()))
@@ -194,13 +88,13 @@ impl Prometheus {
                 // Port 0: it logs the address it bound ("Listening on").
                 .arg("--web.listen-address=127.0.0.1:0"),
         );
-        let line = proc.line(true, "msg=\"Listening on\"");
+        let line = proc.expect("stderr", "msg=\"Listening on\"");
         let addr = line
             .split(' ')
             .find_map(|field| field.strip_prefix("address="))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        proc.line(true, "Server is ready to receive web requests");
+        proc.expect("stderr", "Server is ready to receive web requests");
         Self {
             proc,
             addr,
@@ -291,20 +185,8 @@ fn prometheus_scrapes_the_metrics_and_sees_clients_come_and_go() {
     let binary = from_prometheus_package("PROMETHEUS", "/usr/bin/prometheus");
     let started = Instant::now();
 
-    let mut serve = Proc::spawn(
-        "relais",
-        Command::new(env!("CARGO_BIN_EXE_relais"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--ws-listen"])
-            .args(["127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn"),
-    );
-    let server = last_word(&serve.line(false, "relais listening on ")).to_owned();
-    let metrics = serve.line(false, "relais metrics on http://");
-    let metrics = last_word(&metrics)
-        .strip_prefix("http://")
-        .and_then(|a| a.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("not an address: {metrics:?}"))
-        .to_owned();
+    let (serve, server) = serve_with(&["--metrics-listen", "127.0.0.1:0"], "warn");
+    let metrics = metrics_addr(&serve);
 
     // Started before the clients join, so that its first scrape, 5 to 11 s
     // away, waits while they do.
