@@ -158,6 +158,7 @@ fn raw_hello(addr: &str, name: &str) -> Vec<u8> {
         room: String::new(),
         echo: false,
         token: None,
+        resume: None,
     });
     let mut raw = std::net::TcpStream::connect(addr).unwrap();
     raw.write_all(&hello.to_bytes()).unwrap();

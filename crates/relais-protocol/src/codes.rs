@@ -32,6 +32,10 @@ pub enum RefuseReason {
     TooManyConnections,
     /// Too many joins from this address in the last seconds.
     TooManyJoins,
+    /// The resume token is malformed, was not issued by this server (a
+    /// restarted server forgets its tokens), or is for another name or room.
+    /// Join afresh, without it.
+    ResumeInvalid,
     /// A code this version of the library does not know.
     Unknown(u8),
 }
@@ -53,6 +57,7 @@ impl RefuseReason {
             Self::Overloaded => 11,
             Self::TooManyConnections => 12,
             Self::TooManyJoins => 13,
+            Self::ResumeInvalid => 14,
             Self::Unknown(c) => c,
         }
     }
@@ -73,6 +78,7 @@ impl RefuseReason {
             11 => Self::Overloaded,
             12 => Self::TooManyConnections,
             13 => Self::TooManyJoins,
+            14 => Self::ResumeInvalid,
             c => Self::Unknown(c),
         }
     }
@@ -94,6 +100,7 @@ impl fmt::Display for RefuseReason {
             Self::Overloaded => f.write_str("server overloaded"),
             Self::TooManyConnections => f.write_str("too many connections from this address"),
             Self::TooManyJoins => f.write_str("too many joins from this address"),
+            Self::ResumeInvalid => f.write_str("resume token invalid"),
             Self::Unknown(c) => write!(f, "refused (code {c})"),
         }
     }

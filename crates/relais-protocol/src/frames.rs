@@ -8,7 +8,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{CloseReason, RefuseReason, LENGTH_PREFIX_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN};
+use crate::{
+    CloseReason, RefuseReason, LENGTH_PREFIX_LEN, MAX_PAYLOAD, MAX_RESUME_TOKEN_LEN, MAX_TOKEN_LEN,
+};
 
 /// Frame type bytes. Client-to-server types are `0x01..=0x0f`,
 /// server-to-client types `0x81..=0x8f`, types both sides send `0x10..=0x1f`.
@@ -44,6 +46,14 @@ pub const FLAG_ECHO: u8 = 0x01;
 /// `HELLO` flag: a join token follows the room (a `u16` length and that
 /// many bytes of ASCII, at most [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN)).
 pub const FLAG_TOKEN: u8 = 0x02;
+/// `HELLO` flag: the client can resume. A resume token field follows the
+/// room (and the join token, if any): a `u8` length and that many bytes of
+/// ASCII, at most [`MAX_RESUME_TOKEN_LEN`](crate::MAX_RESUME_TOKEN_LEN); empty
+/// on a first join. The server's `WELCOME` then carries a resume token.
+pub const FLAG_RESUME: u8 = 0x04;
+/// `WELCOME` resume flag: the client took back the seat its token names (the
+/// others saw no leave).
+pub const FLAG_RESUMED: u8 = 0x01;
 /// `ROOM_LIST` flag: more `ROOM_LIST` frames follow this one.
 pub const FLAG_MORE: u8 = 0x01;
 
@@ -81,6 +91,9 @@ pub enum DecodeError {
     /// A join token is longer than [`MAX_TOKEN_LEN`].
     #[error("token of {0} bytes exceeds the maximum of {MAX_TOKEN_LEN}")]
     TokenTooLong(usize),
+    /// A resume token is longer than [`MAX_RESUME_TOKEN_LEN`].
+    #[error("resume token of {0} bytes exceeds the maximum of {MAX_RESUME_TOKEN_LEN}")]
+    ResumeTokenTooLong(usize),
 }
 
 /// The handshake a client sends first.
@@ -96,6 +109,9 @@ pub struct Hello {
     pub echo: bool,
     /// A signed join token, for servers that require one (`FLAG_TOKEN`).
     pub token: Option<String>,
+    /// `Some` if the client can resume (`FLAG_RESUME`): the token of the
+    /// seat to take back, or empty on a first join.
+    pub resume: Option<String>,
 }
 
 /// The server's answer to an accepted handshake.
@@ -109,6 +125,20 @@ pub struct Welcome {
     pub room: String,
     /// Everyone in the room at the moment of joining, the new client included.
     pub members: Vec<String>,
+    /// The resume fields, present exactly when the `HELLO` set `FLAG_RESUME`.
+    pub resume: Option<Resume>,
+}
+
+/// The resume fields of a `WELCOME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Whether this connection took back the seat the `HELLO`'s resume token
+    /// named (`FLAG_RESUMED`): same name, no leave seen by the others.
+    /// `false` for a fresh join.
+    pub resumed: bool,
+    /// The token to present to take this seat back after a lost connection
+    /// (ASCII, 1 to [`MAX_RESUME_TOKEN_LEN`] bytes). Opaque to clients.
+    pub token: String,
 }
 
 /// One room in a `ROOM_LIST`.
@@ -204,7 +234,8 @@ impl ClientFrame {
                 b.put_u16(h.version);
                 let echo = if h.echo { FLAG_ECHO } else { 0 };
                 let token = if h.token.is_some() { FLAG_TOKEN } else { 0 };
-                b.put_u8(echo | token);
+                let resume = if h.resume.is_some() { FLAG_RESUME } else { 0 };
+                b.put_u8(echo | token | resume);
                 put_short_str(b, &h.name);
                 put_short_str(b, &h.room);
                 if let Some(t) = &h.token {
@@ -213,6 +244,11 @@ impl ClientFrame {
                     let t = &t.as_bytes()[..t.len().min(u16::MAX as usize)];
                     b.put_u16(t.len() as u16);
                     b.put_slice(t);
+                }
+                if let Some(t) = &h.resume {
+                    // Over MAX_RESUME_TOKEN_LEN: sent (cut at 255 bytes)
+                    // for the server to refuse.
+                    put_short_str(b, t);
                 }
             }
             Self::Data(_) => unreachable!("handled above"),
@@ -244,12 +280,18 @@ impl ClientFrame {
                 } else {
                     None
                 };
+                let resume = if flags & FLAG_RESUME != 0 {
+                    Some(r.resume_token()?)
+                } else {
+                    None
+                };
                 Self::Hello(Hello {
                     version,
                     name,
                     room,
                     echo: flags & FLAG_ECHO != 0,
                     token,
+                    resume,
                 })
             }
             kind::DATA => Self::Data(r.payload()?),
@@ -279,6 +321,10 @@ impl ServerFrame {
                 b.put_u16(w.members.len() as u16);
                 for m in &w.members {
                     put_short_str(b, m);
+                }
+                if let Some(resume) = &w.resume {
+                    b.put_u8(if resume.resumed { FLAG_RESUMED } else { 0 });
+                    put_short_str(b, &resume.token);
                 }
             }
             Self::Refused(reason, text) => {
@@ -339,11 +385,22 @@ impl ServerFrame {
                 let members = (0..count)
                     .map(|_| r.short_str("members"))
                     .collect::<Result<_, _>>()?;
+                // The resume fields follow only if the HELLO asked for them.
+                let resume = if r.remaining() > 0 {
+                    let resumed = r.u8("resume_flags")? & FLAG_RESUMED != 0;
+                    Some(Resume {
+                        resumed,
+                        token: r.resume_token()?,
+                    })
+                } else {
+                    None
+                };
                 Self::Welcome(Welcome {
                     version,
                     max_payload,
                     room,
                     members,
+                    resume,
                 })
             }
             kind::REFUSED => {
@@ -493,6 +550,25 @@ impl Fields {
         utf8(raw, "token")
     }
 
+    /// A `u8`-length resume token of at most [`MAX_RESUME_TOKEN_LEN`] ASCII
+    /// bytes.
+    fn resume_token(&mut self) -> Result<String, DecodeError> {
+        let len = usize::from(self.u8("resume_token")?);
+        if len > MAX_RESUME_TOKEN_LEN {
+            return Err(DecodeError::ResumeTokenTooLong(len));
+        }
+        if self.buf.len() < len {
+            return Err(self.truncated("resume_token"));
+        }
+        let raw = self.buf.split_to(len);
+        if !raw.is_ascii() {
+            return Err(DecodeError::InvalidUtf8 {
+                field: "resume_token",
+            });
+        }
+        utf8(raw, "resume_token")
+    }
+
     fn rest_str(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let raw = std::mem::take(&mut self.buf);
         utf8(raw, field)
@@ -535,6 +611,73 @@ mod tests {
     }
 
     #[test]
+    fn resume_fields_are_as_documented() {
+        let f = ClientFrame::Hello(Hello {
+            version: 1,
+            name: "al".into(),
+            room: "r".into(),
+            echo: true,
+            token: None,
+            resume: Some(String::new()),
+        });
+        assert_eq!(
+            &f.to_bytes()[..],
+            b"\x00\x00\x00\x0a\x01\x00\x01\x05\x02al\x01r\x00"
+        );
+        let f = ClientFrame::Hello(Hello {
+            version: 1,
+            name: "al".into(),
+            room: "r".into(),
+            echo: false,
+            token: Some("t.k".into()),
+            resume: Some("RT".into()),
+        });
+        let bytes = f.to_bytes();
+        assert_eq!(
+            &bytes[..],
+            b"\x00\x00\x00\x11\x01\x00\x01\x06\x02al\x01r\x00\x03t.k\x02RT"
+        );
+        assert_eq!(ClientFrame::decode(body(bytes)), Ok(f));
+        let w = ServerFrame::Welcome(Welcome {
+            version: 1,
+            max_payload: 65536,
+            room: "r".into(),
+            members: vec!["al".into()],
+            resume: Some(Resume {
+                resumed: true,
+                token: "RT".into(),
+            }),
+        });
+        let bytes = w.to_bytes();
+        assert_eq!(
+            &bytes[..],
+            b"\x00\x00\x00\x12\x81\x00\x01\x00\x01\x00\x00\x01r\x00\x01\x02al\x01\x02RT"
+        );
+        assert_eq!(ServerFrame::decode(body(bytes)), Ok(w));
+        // Too long, not ASCII, cut short, or followed by anything: refused.
+        let long = "x".repeat(MAX_RESUME_TOKEN_LEN + 1);
+        let mut hello = b"\x01\x00\x01\x04\x02al\x01r".to_vec();
+        hello.push(long.len() as u8);
+        hello.extend_from_slice(long.as_bytes());
+        assert_eq!(
+            ClientFrame::decode(Bytes::from(hello)),
+            Err(DecodeError::ResumeTokenTooLong(65))
+        );
+        for bad in [
+            &b"\x01\x00\x01\x04\x02al\x01r\x01\xc3"[..],
+            b"\x01\x00\x01\x04\x02al\x01r\x02R",
+            b"\x01\x00\x01\x04\x02al\x01r",
+            b"\x01\x00\x01\x04\x02al\x01r\x00\x00",
+        ] {
+            assert!(ClientFrame::decode(Bytes::copy_from_slice(bad)).is_err());
+        }
+        assert!(ServerFrame::decode(Bytes::from_static(
+            b"\x81\x00\x01\x00\x01\x00\x00\x01r\x00\x01\x02al\x01"
+        ))
+        .is_err());
+    }
+
+    #[test]
     fn hello_bytes_are_as_documented() {
         let f = ClientFrame::Hello(Hello {
             version: 1,
@@ -542,6 +685,7 @@ mod tests {
             room: "r".into(),
             echo: true,
             token: None,
+            resume: None,
         });
         assert_eq!(
             &f.to_bytes()[..],
@@ -553,6 +697,7 @@ mod tests {
             room: "r".into(),
             echo: false,
             token: Some("t.k".into()),
+            resume: None,
         });
         let bytes = f.to_bytes();
         assert_eq!(
@@ -697,6 +842,7 @@ mod tests {
             room: max_name.clone(),
             echo: true,
             token: Some("t".repeat(crate::MAX_TOKEN_LEN)),
+            resume: Some("r".repeat(MAX_RESUME_TOKEN_LEN)),
         });
         assert_eq!(
             hello.to_bytes().len(),
@@ -709,6 +855,10 @@ mod tests {
             max_payload: MAX_PAYLOAD as u32,
             room: max_name.clone(),
             members: vec![max_name; crate::MAX_ROOM_MEMBERS],
+            resume: Some(Resume {
+                resumed: true,
+                token: "r".repeat(MAX_RESUME_TOKEN_LEN),
+            }),
         });
         assert!(welcome.to_bytes().len() - LENGTH_PREFIX_LEN <= crate::MAX_FRAME_LEN);
     }

@@ -24,8 +24,8 @@ pub mod names;
 pub use codec::{FrameDecoder, FrameError};
 pub use codes::{CloseReason, RefuseReason};
 pub use frames::{
-    encode_message, ClientFrame, DecodeError, Hello, RoomInfo, ServerFrame, Welcome, FLAG_ECHO,
-    FLAG_TOKEN,
+    encode_message, ClientFrame, DecodeError, Hello, Resume, RoomInfo, ServerFrame, Welcome,
+    FLAG_ECHO, FLAG_RESUME, FLAG_RESUMED, FLAG_TOKEN,
 };
 pub use names::{
     is_unsafe_to_display, name_key, normalize_name, normalize_room, validate_name, validate_room,
@@ -55,7 +55,10 @@ pub const MAX_TOKEN_LEN: usize = 2048;
 /// until it has answered the handshake, so an unauthenticated peer can make
 /// it buffer at most this many bytes.
 pub const MAX_HELLO_LEN: usize =
-    1 + 2 + 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN + 2 + MAX_TOKEN_LEN;
+    1 + 2 + 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN + 2 + MAX_TOKEN_LEN + 1 + MAX_RESUME_TOKEN_LEN;
+
+/// Longest resume token a `HELLO` or `WELCOME` may carry, in bytes (ASCII).
+pub const MAX_RESUME_TOKEN_LEN: usize = 64;
 
 /// Most members one room may hold. It is what lets a `WELCOME` carry the whole
 /// member list in one frame: 1,000 names of at most 65 encoded bytes each fit

@@ -24,15 +24,17 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
             name(),
             prop_oneof![Just(String::new()), name()],
             any::<bool>(),
-            proptest::option::of("[ -~]{0,300}")
+            proptest::option::of("[ -~]{0,300}"),
+            proptest::option::of("[ -~]{0,64}")
         )
             .prop_map(
-                |(version, name, room, echo, token)| ClientFrame::Hello(Hello {
+                |(version, name, room, echo, token, resume)| ClientFrame::Hello(Hello {
                     version,
                     name,
                     room,
                     echo,
-                    token
+                    token,
+                    resume,
                 })
             ),
         payload().prop_map(ClientFrame::Data),
@@ -49,14 +51,17 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u16>(),
             any::<u32>(),
             name(),
-            proptest::collection::vec(name(), 0..20)
+            proptest::collection::vec(name(), 0..20),
+            proptest::option::of((any::<bool>(), "[ -~]{1,64}"))
         )
             .prop_map(
-                |(version, max_payload, room, members)| ServerFrame::Welcome(Welcome {
+                |(version, max_payload, room, members, resume)| ServerFrame::Welcome(Welcome {
                     version,
                     max_payload,
                     room,
-                    members
+                    members,
+                    resume: resume
+                        .map(|(resumed, token)| relais_protocol::Resume { resumed, token }),
                 })
             ),
         (any::<u8>(), ".{0,40}")

@@ -1118,6 +1118,7 @@ mod tests {
             room: "arena".into(),
             echo: false,
             token: token.map(str::to_string),
+            resume: None,
         };
         assert_eq!(check_hello(None, &hello(None), NOW), Ok(Grant::default()));
         assert_eq!(

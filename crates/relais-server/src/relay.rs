@@ -176,6 +176,7 @@ impl Relay {
                 max_payload: MAX_PAYLOAD as u32,
                 room: room.name.to_string(),
                 members: names,
+                resume: None,
             })
             .to_bytes(),
         );

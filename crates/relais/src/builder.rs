@@ -303,6 +303,7 @@ impl ClientBuilder {
             room,
             echo: self.echo,
             token: self.token.clone().map(|Token(token)| token),
+            resume: None,
         };
         let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
 

@@ -69,6 +69,7 @@ impl Adapter for RelaisAdapter {
             room: room.to_owned(),
             echo: true,
             token: None,
+            resume: None,
         });
         stream.write_all(&hello.to_bytes()).await?;
         let mut buf = BytesMut::with_capacity(READ_CHUNK);

@@ -47,6 +47,7 @@ async fn idle_and_trickling_handshakes_are_closed_in_time() {
                 room: String::new(),
                 echo: true,
                 token: None,
+                resume: None,
             })
             .to_bytes();
             for byte in hello.iter() {

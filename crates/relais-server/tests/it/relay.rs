@@ -102,6 +102,7 @@ async fn a_client_cannot_speak_as_someone_else() {
             room: String::new(),
             echo: true,
             token: None,
+            resume: None,
         }))
         .await;
     assert_eq!(
@@ -387,6 +388,7 @@ async fn bad_input_gets_a_typed_goodbye() {
         room: String::new(),
         echo: true,
         token: None,
+        resume: None,
     }))
     .await;
     assert!(matches!(

@@ -228,6 +228,7 @@ pub fn hello_frame(name: &str, room: &str, echo: bool, token: Option<&str>) -> C
         room: room.into(),
         echo,
         token: token.map(str::to_string),
+        resume: None,
     })
 }
 

@@ -321,9 +321,14 @@ async fn a_server_without_a_key_ignores_tokens() {
 #[tokio::test]
 async fn a_token_at_the_length_limit_is_decoded_and_one_over_is_a_protocol_error() {
     let s = hmac_server().await;
-    // The largest HELLO there is: maximal name, room and token.
+    // The largest HELLO there is: maximal name, room, join token and
+    // resume token.
     let (name, room, token) = ("n".repeat(64), "r".repeat(64), "x".repeat(MAX_TOKEN_LEN));
-    let largest = hello(&name, &room, Some(&token));
+    let ClientFrame::Hello(mut largest) = hello(&name, &room, Some(&token)) else {
+        unreachable!()
+    };
+    largest.resume = Some("r".repeat(relais_protocol::MAX_RESUME_TOKEN_LEN));
+    let largest = ClientFrame::Hello(largest);
     assert_eq!(largest.to_bytes().len() - LENGTH_PREFIX_LEN, MAX_HELLO_LEN);
     let refused = refusal(&s, &name, &room, Some(&token)).await;
     assert_eq!(refused.0, RefuseReason::TokenInvalid, "{}", refused.1);

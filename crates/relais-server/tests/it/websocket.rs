@@ -81,6 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
             room: room.into(),
             echo: true,
             token: None,
+            resume: None,
         }))
         .await;
         match self.next().await {
@@ -287,6 +288,7 @@ async fn websocket_clients_count_against_the_connection_limit() {
         room: "r".into(),
         echo: false,
         token: None,
+        resume: None,
     }))
     .await;
     match web.next().await {
@@ -411,6 +413,7 @@ async fn ws_vs_tcp_deliveries_per_second() {
                 room: "bench".into(),
                 echo: true,
                 token: None,
+                resume: None,
             });
             if transport == "tcp" {
                 let stream = TcpStream::connect(s.addr).await.unwrap();

@@ -121,6 +121,7 @@ pub fn welcome(members: &[&str]) -> ServerFrame {
         max_payload: MAX_PAYLOAD as u32,
         room: relais_protocol::DEFAULT_ROOM.into(),
         members: members.iter().map(|m| m.to_string()).collect(),
+        resume: None,
     })
 }
 
