@@ -19,6 +19,7 @@ fn hello(name: &str, room: &str) -> Bytes {
         room: room.into(),
         echo: true,
         token: None,
+        resume: None,
     })
     .to_bytes()
 }
@@ -30,6 +31,7 @@ fn hello_with_token(name: &str, room: &str, token: &str) -> Bytes {
         room: room.into(),
         echo: false,
         token: Some(token.into()),
+        resume: None,
     })
     .to_bytes()
 }
@@ -134,6 +136,7 @@ fn main() {
                 max_payload: MAX_PAYLOAD as u32,
                 room: "arena".into(),
                 members: vec!["alice".into(), "bob".into(), "carol".into()],
+                resume: None,
             })
             .to_bytes(),
         ),
@@ -231,6 +234,7 @@ fn main() {
                 room: String::new(),
                 echo: false,
                 token: None,
+                resume: None,
             })
             .to_bytes()]),
         ),

@@ -108,6 +108,20 @@ struct Target {
     /// A file holding the join token (surrounding whitespace ignored).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// How long to keep trying to get a lost connection back, resuming the
+    /// seat (seconds, fractions allowed); 0 exits when the connection is
+    /// lost.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
+    reconnect: std::time::Duration,
+}
+
+/// A duration given in seconds (fractions allowed).
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{text:?} is not a duration (0 or more seconds)"))
 }
 
 fn default_watch_name() -> String {
@@ -314,7 +328,9 @@ async fn shutdown_signal() {
 }
 
 fn connect(name: &str, target: &Target, echo: bool) -> anyhow::Result<Client> {
-    let mut builder = Client::builder(name).echo(echo);
+    let mut builder = Client::builder(name)
+        .echo(echo)
+        .reconnect_window(target.reconnect);
     if let Some(room) = &target.room {
         builder = builder.room(room);
     }
@@ -424,6 +440,22 @@ fn print_events(client: &Client) {
             ),
             Event::Joined(name) => writeln!(out, "* {} joined", escape(&name)),
             Event::Left { name, reason } => writeln!(out, "* {} left ({reason})", escape(&name)),
+            // Connection news goes with the other diagnostics, on stderr.
+            Event::Reconnecting(why) => {
+                eprintln!("* {}; reconnecting", escape(&why.to_string()));
+                Ok(())
+            }
+            Event::Reconnected { resumed } => {
+                eprintln!(
+                    "* reconnected ({})",
+                    if resumed {
+                        "seat resumed"
+                    } else {
+                        "joined again"
+                    }
+                );
+                Ok(())
+            }
             other => writeln!(out, "* {}", escape(&format!("{other:?}"))),
         };
         let _ = out.flush();

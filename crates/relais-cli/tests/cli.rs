@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::Command;
 
 mod common;
-use common::{last_word, serve_with, Proc, PATIENCE};
+use common::{last_word, serve_at, serve_with, Proc, PATIENCE};
 
 fn relais(args: &[&str]) -> Proc {
     Proc::relais(args, "warn")
@@ -45,11 +45,36 @@ fn two_chat_terminals_talk_through_a_server() {
     assert!(bob.wait_exit().success());
     alice.expect("stdout", "* bob left (left)");
 
-    // SIGTERM: the server says goodbye and exits 0; alice reports why.
+    // SIGTERM: the server says goodbye and exits 0; alice reports why and
+    // reconnects by itself once a server is back on the same address (a
+    // new one, which does not know her seat: she joins again).
     terminate(&server);
     assert!(server.wait_exit().success());
     alice.expect("stderr", "server shutting down");
-    assert!(!alice.wait_exit().success());
+    let (server, _) = serve_at(&addr);
+    alice.expect("stderr", "* reconnected (joined again)");
+    let carol = relais(&["chat", "--name", "carol", "--server", &addr]);
+    carol.expect("stderr", "members: alice, carol");
+    alice.type_line("back");
+    assert_eq!(carol.expect("stdout", "back"), "alice: back");
+
+    // SIGTERM again, with nobody coming back: alice gives up after her
+    // reconnect window (0.5 s here) and exits with the reason.
+    drop(carol);
+    let mut alice2 = relais(&[
+        "chat",
+        "--name",
+        "alice2",
+        "--server",
+        &addr,
+        "--reconnect",
+        "0.5",
+    ]);
+    alice2.expect("stderr", "joined room");
+    terminate(&server);
+    alice2.expect("stderr", "reconnecting");
+    alice2.expect("stderr", "disconnected");
+    assert!(!alice2.wait_exit().success());
 }
 
 /// Sends SIGTERM to `proc`.
@@ -69,7 +94,15 @@ fn signal(proc: &Proc, name: &str) {
 #[test]
 fn the_watcher_prints_payloads_escaped_one_line_each() {
     let (server, addr) = serve(&[]);
-    let mut watch = relais(&["watch", "--name", "w", "--server", &addr]);
+    let mut watch = relais(&[
+        "watch",
+        "--name",
+        "w",
+        "--server",
+        &addr,
+        "--reconnect",
+        "0",
+    ]);
     watch.expect("stderr", "watching room");
 
     let spoofer = relais::Client::builder("spoofer")

@@ -1,24 +1,20 @@
 //! Connection options and the synchronous handshake.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use relais_protocol::{
-    normalize_name, normalize_room, ClientFrame, FrameDecoder, Hello, RoomInfo, ServerFrame,
-    Welcome, MAX_FRAME_LEN, MAX_PAYLOAD, MAX_TOKEN_LEN, VERSION,
-};
+use relais_client_core::{ConnectError, Core, Options, RoomLister};
+use relais_protocol::RoomInfo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::addr::ServerAddr;
+use crate::async_client::AsyncClient;
 use crate::client::Client;
-use crate::error::{ConnectError, Disconnect};
+use crate::driver::drive;
 use crate::shared::Shared;
-use crate::tls::{self, TlsOptions};
-use crate::transport::Transport;
-use crate::worker::{self, frame_name, READ_CHUNK};
+use crate::tls::TlsOptions;
+use crate::transport::Target;
 
 /// Default for [`ClientBuilder::connect_timeout`].
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +24,8 @@ const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 const DEFAULT_INBOUND_CAPACITY: usize = 4096;
 /// Default for [`ClientBuilder::outbound_capacity`].
 const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
+/// Default for [`ClientBuilder::reconnect_window`].
+const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the receive queue keeps when messages arrive faster than the user
 /// takes them; chosen with [`ClientBuilder::receive_mode`].
@@ -109,6 +107,7 @@ pub struct ClientBuilder {
     inbound_capacity: usize,
     outbound_capacity: usize,
     token: Option<Token>,
+    reconnect_window: Duration,
 }
 
 /// A join token, left out of `Debug` output (it is a credential).
@@ -135,6 +134,7 @@ impl ClientBuilder {
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
             outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
             token: None,
+            reconnect_window: DEFAULT_RECONNECT_WINDOW,
         }
     }
 
@@ -264,221 +264,115 @@ impl ClientBuilder {
         self
     }
 
+    /// How long to keep trying to get a lost connection back (default 60 s;
+    /// zero never reconnects: a lost connection then closes the client).
+    ///
+    /// After a lost connection (end of stream, a network error, a silent
+    /// server, or a server restarting), the client reconnects by itself,
+    /// with jittered exponential backoff (100 ms doubling to 5 s), and
+    /// resumes its seat: same name, the room's current state, and the
+    /// others see no leave. Meanwhile [`Client::state`] is
+    /// [`State::Reconnecting`](crate::State::Reconnecting), `send` keeps
+    /// queuing, and `recv` returns what arrived before. Members who came or
+    /// went meanwhile are reported as `Joined` and `Left` events (reason
+    /// [`UNKNOWN_REASON`](crate::UNKNOWN_REASON) for the ones gone).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let client = relais::Client::builder("alice")
+    ///     .reconnect_window(Duration::from_secs(30))
+    ///     .connect("127.0.0.1:7777")?;
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.reconnect_window = window;
+        self
+    }
+
     /// Checks the names, connects, performs the handshake, and starts the
-    /// background threads. Blocks until the server has answered, or the
-    /// connect timeout has passed.
+    /// background thread. Blocks until the server has answered, or the
+    /// connect timeout has passed. A failure here is returned, not retried.
     ///
     /// The name and room are checked against the naming rule
     /// ([`normalize_name`](relais_protocol::normalize_name)) and sent in the
     /// NFC form the server registers, so [`Client::name`] is the name the
     /// other members see.
     pub fn connect(self, addr: impl ServerAddr) -> Result<Client, ConnectError> {
-        let name = normalize_name(&self.name).map_err(ConnectError::InvalidName)?;
-        let room = if self.room.is_empty() {
-            String::new()
-        } else {
-            normalize_room(&self.room).map_err(ConnectError::InvalidRoom)?
-        };
-        if let Some(Token(token)) = &self.token {
-            if token.len() > MAX_TOKEN_LEN {
-                return Err(ConnectError::TokenTooLong {
-                    len: token.len(),
-                    max: MAX_TOKEN_LEN,
-                });
-            }
-            if !token.is_ascii() {
-                return Err(ConnectError::TokenNotAscii);
-            }
-        }
-        let now = Instant::now();
-        // A timeout too long to represent as an instant is as good as none.
-        let deadline = now
-            .checked_add(self.connect_timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
-
-        let mut stream = start(addr, self.tls.as_ref(), deadline)?;
-        let hello = Hello {
-            version: VERSION,
-            name: name.clone(),
-            room,
-            echo: self.echo,
-            token: self.token.clone().map(|Token(token)| token),
-            resume: None,
-        };
-        let (welcome, leftover) = handshake(&mut stream, hello, deadline)?;
-
-        let socket = stream.socket().try_clone()?;
-        socket.set_write_timeout(None)?;
-        socket.set_read_timeout((!self.keepalive.is_zero()).then_some(self.keepalive))?;
-        let max_payload = MAX_PAYLOAD.min(welcome.max_payload as usize);
-        let shared = Arc::new(Shared::new(
-            self.receive_mode,
-            self.inbound_capacity,
-            self.outbound_capacity,
-            welcome.members,
-        ));
-
-        let writer = {
-            let (shared, stream) = (Arc::clone(&shared), stream.try_clone()?);
-            thread::Builder::new()
-                .name("relais-writer".into())
-                .spawn(move || worker::run_writer(&shared, stream))?
-        };
-        // The reader takes the handshake's end: under TLS it may hold
-        // records read past the welcome.
-        let reader = {
+        let (shared, target) = self.prepare(addr)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let driver = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
-                .name("relais-reader".into())
-                .spawn(move || worker::run_reader(&shared, stream, leftover))
+                .name("relais-client".into())
+                .spawn(move || runtime.block_on(drive(shared, target)))?
         };
-        let reader = match reader {
-            Ok(reader) => reader,
+        match shared.wait_first() {
+            Ok(()) => Ok(Client::new(shared, driver)),
             Err(e) => {
-                // The writer must not outlive a failed connect.
-                shared.end(Disconnect::ConnectionLost(e.to_string()));
-                let _ = socket.shutdown(std::net::Shutdown::Both);
-                let _ = writer.join();
-                return Err(e.into());
+                let _ = driver.join();
+                Err(e)
             }
-        };
-
-        Ok(Client::new(
-            name,
-            welcome.room,
-            max_payload,
-            shared,
-            socket,
-            reader,
-            writer,
-        ))
-    }
-}
-
-/// The time left before `deadline`, or `Timeout` if none is.
-pub(crate) fn remaining(deadline: Instant) -> Result<Duration, ConnectError> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|left| !left.is_zero())
-        .ok_or(ConnectError::Timeout)
-}
-
-/// An I/O error during the connect phase, with socket timeouts reported as
-/// the connect timeout they stand for.
-pub(crate) fn io_error(e: io::Error) -> ConnectError {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnectError::Timeout,
-        _ => ConnectError::Io(e),
-    }
-}
-
-/// Opens a TCP connection to the first address that accepts one.
-fn open(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream, ConnectError> {
-    let mut last_error = None;
-    for addr in addr.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, remaining(deadline)?) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last_error = Some(e),
         }
     }
-    Err(match last_error {
-        Some(e) => io_error(e),
-        None => ConnectError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the address resolved to no socket address",
-        )),
-    })
-}
 
-/// Connects to `addr` and returns the byte stream over the connection: the
-/// socket, or TLS over it once its handshake is done (both bounded by
-/// `deadline`; TLS checks the certificate against `addr`'s host).
-fn start(
-    addr: impl ServerAddr,
-    tls: Option<&TlsOptions>,
-    deadline: Instant,
-) -> Result<Transport, ConnectError> {
-    let host = addr.host();
-    let socket = open(addr, deadline)?;
-    socket.set_nodelay(true)?;
-    Ok(match tls {
-        None => Transport::Plain(socket),
-        Some(options) => Transport::Tls(tls::connect(socket, options, host, deadline)?),
-    })
-}
-
-/// Sends `HELLO` and reads until `WELCOME` or `REFUSED`. Returns the welcome
-/// and any bytes read past it (frames the server sent right after), which
-/// belong to the reader thread.
-fn handshake(
-    stream: &mut Transport,
-    hello: Hello,
-    deadline: Instant,
-) -> Result<(Welcome, BytesMut), ConnectError> {
-    stream
-        .socket()
-        .set_write_timeout(Some(remaining(deadline)?))?;
-    stream
-        .write_all(&ClientFrame::Hello(hello).to_bytes())
-        .map_err(io_error)?;
-
-    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
-    let mut buf = BytesMut::new();
-    match read_frame(stream, &mut decoder, &mut buf, deadline)? {
-        ServerFrame::Welcome(w) if w.version == VERSION => Ok((w, buf)),
-        ServerFrame::Welcome(w) => Err(ConnectError::Protocol(format!(
-            "server speaks protocol version {}, this client {VERSION}",
-            w.version
-        ))),
-        ServerFrame::Refused(reason, message) => Err(ConnectError::Refused { reason, message }),
-        ServerFrame::Goodbye(reason, message) => {
-            tracing::debug!(%reason, %message, "server said goodbye during the handshake");
-            Err(ConnectError::Closed)
+    /// [`connect`](Self::connect) for async code: the client's I/O runs as
+    /// a task on the current tokio runtime (which must have its I/O and time
+    /// drivers enabled). Resolving a host name may block briefly; pass an
+    /// IP address to avoid it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = relais::Client::builder("alice")
+    ///     .room("arena-7")
+    ///     .connect_async("127.0.0.1:7777")
+    ///     .await?;
+    /// client.send("x=10,y=20")?;
+    /// let msg = client.recv().await?;
+    /// println!("{}: {:?}", msg.sender, msg.payload);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_async(self, addr: impl ServerAddr) -> Result<AsyncClient, ConnectError> {
+        let (shared, target) = self.prepare(addr)?;
+        let driver = tokio::spawn(drive(Arc::clone(&shared), target));
+        match shared.first_async().await {
+            Ok(()) => Ok(AsyncClient::new(shared, driver)),
+            Err(e) => {
+                let _ = driver.await;
+                Err(e)
+            }
         }
-        other => Err(ConnectError::Protocol(format!(
-            "expected WELCOME or REFUSED, got {}",
-            frame_name(&other)
-        ))),
+    }
+
+    /// The core and the target, checked and resolved.
+    fn prepare(self, addr: impl ServerAddr) -> Result<(Arc<Shared>, Target), ConnectError> {
+        let mut options = Options::new(&self.name);
+        options.room = self.room;
+        options.echo = self.echo;
+        options.token = self.token.map(|Token(t)| t);
+        options.connect_timeout = self.connect_timeout;
+        options.keepalive = self.keepalive;
+        options.outbound_capacity = self.outbound_capacity;
+        options.reconnect_window = self.reconnect_window;
+        options.seed = seed();
+        let core = Core::new(options, Instant::now())?;
+        let target = Target::resolve(addr, self.tls)?;
+        let shared = Arc::new(Shared::new(core, self.receive_mode, self.inbound_capacity));
+        Ok((shared, target))
     }
 }
 
-/// Reads one whole frame, before `deadline`.
-fn read_frame(
-    stream: &mut Transport,
-    decoder: &mut FrameDecoder,
-    buf: &mut BytesMut,
-    deadline: Instant,
-) -> Result<ServerFrame, ConnectError> {
-    let mut chunk = vec![0u8; READ_CHUNK];
-    loop {
-        if let Some(body) = decoder
-            .decode(buf)
-            .map_err(|e| speaks_tls(buf).unwrap_or(ConnectError::Protocol(e.to_string())))?
-        {
-            return ServerFrame::decode(body).map_err(|e| ConnectError::Protocol(e.to_string()));
-        }
-        stream
-            .socket()
-            .set_read_timeout(Some(remaining(deadline)?))?;
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err(speaks_tls(buf).unwrap_or(ConnectError::Closed)),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-}
-
-/// A plaintext client's answer from a TLS port starts with a TLS alert
-/// record (type 21, version 3.x): say so rather than "protocol error".
-fn speaks_tls(buf: &[u8]) -> Option<ConnectError> {
-    buf.starts_with(&[21, 3]).then(|| {
-        ConnectError::Protocol(
-            "the server answered with TLS: it expects TLS on this port \
-             (ClientBuilder::tls, or --tls on the command line)"
-                .into(),
-        )
-    })
+/// A different jitter seed for every client, without a random-number crate:
+/// the clock's nanoseconds and the address of a fresh allocation.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let here = Box::new(0u8);
+    nanos ^ (&*here as *const u8 as u64).rotate_left(32)
 }
 
 /// Asks the server at `addr` for its rooms and their member counts (an
@@ -515,34 +409,31 @@ fn rooms_of(
     addr: impl ServerAddr,
     tls: Option<&TlsOptions>,
 ) -> Result<Vec<RoomInfo>, ConnectError> {
-    let deadline = Instant::now() + DEFAULT_CONNECT_TIMEOUT;
-    let mut stream = start(addr, tls, deadline)?;
-    stream
-        .socket()
-        .set_write_timeout(Some(remaining(deadline)?))?;
-    stream
-        .write_all(&ClientFrame::ListRooms.to_bytes())
-        .map_err(io_error)?;
-    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
-    let mut buf = BytesMut::new();
-    let mut all = Vec::new();
+    let target = Target::resolve(addr, tls.cloned())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, list(&target))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout))
+    })
+}
+
+/// The listing itself: one request, `ROOM_LIST` frames until the last.
+async fn list(target: &Target) -> Result<Vec<RoomInfo>, ConnectError> {
+    let mut stream = target.open().await?;
+    stream.write_all(&RoomLister::request()).await?;
+    stream.flush().await?;
+    let mut lister = RoomLister::new();
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        match read_frame(&mut stream, &mut decoder, &mut buf, deadline)? {
-            ServerFrame::RoomList { rooms, more } => {
-                all.extend(rooms);
-                if !more {
-                    return Ok(all);
-                }
-            }
-            ServerFrame::Refused(reason, message) => {
-                return Err(ConnectError::Refused { reason, message })
-            }
-            other => {
-                return Err(ConnectError::Protocol(format!(
-                    "expected ROOM_LIST, got {}",
-                    frame_name(&other)
-                )))
-            }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(lister.handle_eof());
+        }
+        if let Some(rooms) = lister.handle_input(&chunk[..n])? {
+            return Ok(rooms);
         }
     }
 }

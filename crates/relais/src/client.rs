@@ -1,45 +1,20 @@
 //! The handle the user holds: [`Client`], and what it hands out.
 
-use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use relais_protocol::CloseReason;
+use relais_client_core::State;
 
 use crate::builder::ClientBuilder;
 use crate::error::{ConnectError, Disconnect, RecvError, SendError};
 use crate::shared::{Shared, Wait};
+use crate::{Event, Message};
 
-/// How long [`Client::close`] lets the writer flush queued payloads.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A message relayed by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The registered name of the client that sent it, stamped by the server.
-    pub sender: String,
-    /// The payload, as sent.
-    pub payload: Bytes,
-}
-
-/// Something that happened in the room, in the order it arrived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// A relayed message.
-    Message(Message),
-    /// A member joined the room.
-    Joined(String),
-    /// A member left the room.
-    Left {
-        /// Who left.
-        name: String,
-        /// Why: [`CloseReason::Normal`] if they closed on purpose.
-        reason: CloseReason,
-    },
-}
+/// How long [`Client::close`] waits for the driver beyond the core's own
+/// close timeout (queued payloads, both goodbyes: 2 s).
+const CLOSE_JOIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Counters of one connection, from [`Client::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,12 +71,9 @@ pub struct Stats {
 pub struct Client {
     name: String,
     room: String,
-    max_payload: usize,
     shared: Arc<Shared>,
-    /// Kept to shut the socket down on close, which wakes both threads.
-    socket: TcpStream,
-    /// The reader and writer threads; `None` once closed.
-    workers: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// The thread that runs the driver; `None` once closed.
+    driver: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Client {
@@ -133,22 +105,13 @@ impl Client {
         ClientBuilder::new(name)
     }
 
-    pub(crate) fn new(
-        name: String,
-        room: String,
-        max_payload: usize,
-        shared: Arc<Shared>,
-        socket: TcpStream,
-        reader: JoinHandle<()>,
-        writer: JoinHandle<()>,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, driver: JoinHandle<()>) -> Self {
+        let (name, room) = shared.names();
         Self {
             name,
             room,
-            max_payload,
             shared,
-            socket,
-            workers: Mutex::new(Some((reader, writer))),
+            driver: Mutex::new(Some(driver)),
         }
     }
 
@@ -166,7 +129,23 @@ impl Client {
     /// The largest payload [`send`](Self::send) accepts: the smaller of
     /// [`MAX_PAYLOAD`](crate::MAX_PAYLOAD) and the server's limit.
     pub fn max_payload(&self) -> usize {
-        self.max_payload
+        self.shared.core().max_payload()
+    }
+
+    /// Where the connection stands: connected, reconnecting (after a lost
+    /// connection, see
+    /// [`ClientBuilder::reconnect_window`](crate::ClientBuilder::reconnect_window)),
+    /// or closed.
+    ///
+    /// ```no_run
+    /// # let client = relais::Client::connect("127.0.0.1:7777", "alice")?;
+    /// if client.state() == relais::State::Reconnecting {
+    ///     println!("connection lost, getting it back...");
+    /// }
+    /// # Ok::<(), relais::ConnectError>(())
+    /// ```
+    pub fn state(&self) -> State {
+        self.shared.core().state()
     }
 
     /// Queues `payload` for the room and returns at once; a background
@@ -183,18 +162,7 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > self.max_payload {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max: self.max_payload,
-            });
-        }
-        if let Some(reason) = self.shared.status() {
-            return Err(SendError::Closed(reason));
-        }
-        self.shared.queue_payload(payload);
-        Ok(())
+        self.shared.send(payload.into())
     }
 
     /// The oldest received message, or `None` if none is waiting. Never
@@ -319,7 +287,7 @@ impl Client {
     /// # Ok::<(), relais::ConnectError>(())
     /// ```
     pub fn members(&self) -> Vec<String> {
-        self.shared.members()
+        self.shared.core().members().to_vec()
     }
 
     /// Why the connection ended, or `None` while it is up.
@@ -347,10 +315,10 @@ impl Client {
         self.shared.stats()
     }
 
-    /// Closes the connection: writes the payloads still queued (giving up
-    /// after one second), says goodbye, waits (at most one more second) for
-    /// the server's goodbye, shuts the socket down and waits for both
-    /// background threads to exit. The status becomes
+    /// Closes the connection: writes the payloads still queued, says
+    /// goodbye and waits for the server's goodbye (2 s at most in all),
+    /// then waits for the background thread to exit. While reconnecting it
+    /// closes at once. The status becomes
     /// [`Disconnect::Closed`] unless the connection had already ended.
     /// Calling it again does nothing; dropping the client does the same.
     ///
@@ -363,27 +331,19 @@ impl Client {
     pub fn close(&self) {
         // Held for the whole close, so a concurrent second call returns only
         // once the first has finished.
-        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((reader, writer)) = workers.take() else {
+        let mut driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(handle) = driver.take() else {
             return;
         };
-        let deadline = Instant::now() + CLOSE_FLUSH_TIMEOUT;
-        self.shared.request_close();
-        if self.shared.wait_writer_finished(deadline) {
-            // Our goodbye is out: read on until the server's goodbye (or its
-            // end of stream), as the protocol asks. Closing with its frames
-            // unread would reset the connection, and the server could see a
-            // lost connection instead of a clean leave.
-            self.shared
-                .wait_reader_finished(Instant::now() + CLOSE_FLUSH_TIMEOUT);
-        }
-        // Wakes the reader from `read()`, and the writer from a `write()`
-        // that outlived the flush deadline.
-        let _ = self.socket.shutdown(Shutdown::Both);
-        for handle in [writer, reader] {
-            if handle.join().is_err() {
-                tracing::error!("a relais client thread panicked");
-            }
+        self.shared.close();
+        // The core bounds the close (2 s); this bounds a driver stuck in a
+        // write the kernel does not finish.
+        if self
+            .shared
+            .wait_driver_finished(Instant::now() + CLOSE_JOIN_TIMEOUT)
+            && handle.join().is_err()
+        {
+            tracing::error!("the relais client thread panicked");
         }
     }
 }

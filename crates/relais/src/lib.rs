@@ -1,8 +1,11 @@
 //! Blocking Rust client for relais, a real-time relay for multiplayer games.
 //!
 //! Connect, [`send`](Client::send) your latest state, [`recv`](Client::recv)
-//! everyone else's. Neither call blocks: the networking runs on two
-//! background threads the user never sees, so both fit in a game loop.
+//! everyone else's. Neither call blocks: the networking runs on a
+//! background thread the user never sees, so both fit in a game loop. For
+//! async code, [`ClientBuilder::connect_async`] gives an [`AsyncClient`]
+//! whose I/O runs on your tokio runtime. A lost connection is got back by
+//! itself, resuming the seat (see [`ClientBuilder::reconnect_window`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,37 +33,43 @@
 //!
 //! # Layout
 //!
-//! - `builder.rs`: [`ClientBuilder`], the options, and the synchronous
-//!   connect and handshake.
-//! - `client.rs`: [`Client`], the handle, and what it hands out ([`Message`],
-//!   [`Event`], [`Stats`], [`Iter`]).
-//! - `shared.rs`: the state the handle and the threads share (queues, member
-//!   list, status, counters) and how they wait on it.
-//! - `worker.rs`: the reader and writer threads.
-//! - `queue.rs`: the bounded queues: drop-oldest, and latest-per-sender.
-//! - `transport.rs`: the byte stream the threads use, plain TCP or TLS
-//!   (`tls.rs`: [`TlsOptions`], the handshake, the shared TLS session);
-//!   `addr.rs`: [`ServerAddr`], addresses and the host name TLS verifies.
-//! - `error.rs`: [`ConnectError`], [`SendError`], [`RecvError`] and
-//!   [`Disconnect`].
+//! - `builder.rs`: [`ClientBuilder`], the options, `connect` and
+//!   `connect_async`, and [`list_rooms`].
+//! - `client.rs`: [`Client`], the blocking handle; `async_client.rs`:
+//!   [`AsyncClient`], the async one.
+//! - `driver.rs`: the one task that does a client's I/O, driving the core.
+//! - `shared.rs`: the state a handle and its driver share (the core, the
+//!   receive queue, status, counters) and how they wait on it.
+//! - `queue.rs`: the receive queues: drop-oldest, and latest-per-sender.
+//! - `transport.rs`: TCP or TLS, opened anew on each (re)connect
+//!   (`tls.rs`: [`TlsOptions`]); `addr.rs`: [`ServerAddr`].
 //!
-//! The wire format itself lives in the `relais-protocol` crate.
+//! The protocol logic (handshake, frames, keepalive, reconnect and resume,
+//! the outbound queue) is the sans-IO `relais-client-core` crate; the wire
+//! format, the `relais-protocol` crate.
 
 mod addr;
+mod async_client;
 mod builder;
 mod client;
-mod error;
+mod driver;
 mod queue;
 mod shared;
 mod tls;
 mod transport;
-mod worker;
+
+/// The error types, defined once in the client core.
+mod error {
+    pub use relais_client_core::{ConnectError, Disconnect, RecvError, SendError};
+}
 
 pub use addr::ServerAddr;
+pub use async_client::{AsyncClient, Events};
 pub use builder::{list_rooms, list_rooms_tls, ClientBuilder, ReceiveMode};
 pub use bytes::Bytes;
-pub use client::{Client, Event, Iter, Message, Stats};
+pub use client::{Client, Iter, Stats};
 pub use error::{ConnectError, Disconnect, RecvError, SendError};
+pub use relais_client_core::{Event, Message, State, UNKNOWN_REASON};
 pub use relais_protocol::{
     CloseReason, NameError, RefuseReason, RoomInfo, DEFAULT_ROOM, MAX_PAYLOAD, MAX_TOKEN_LEN,
 };

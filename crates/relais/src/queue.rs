@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::client::Event;
+use crate::Event;
 
 /// A FIFO of at most `capacity` items that drops its oldest item to make room.
 #[derive(Debug)]
@@ -47,23 +47,6 @@ impl<T> DropOldestQueue<T> {
     /// Removes and returns the oldest item.
     pub(crate) fn pop(&mut self) -> Option<T> {
         self.items.pop_front()
-    }
-
-    /// Whether the queue holds nothing.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Moves every item, oldest first, to the back of `out`, leaving the
-    /// queue empty. When `out` is empty this swaps buffers instead of
-    /// copying, so a caller that keeps `out` between calls reuses both
-    /// allocations.
-    pub(crate) fn drain_into(&mut self, out: &mut VecDeque<T>) {
-        if out.is_empty() {
-            std::mem::swap(&mut self.items, out);
-        } else {
-            out.extend(self.items.drain(..));
-        }
     }
 }
 
@@ -127,6 +110,7 @@ impl LatestPerSenderQueue {
             Event::Joined(name) | Event::Left { name, .. } => {
                 self.slots.remove(name);
             }
+            _ => {}
         }
         let dropped = if self.items.len() >= self.capacity {
             let oldest_message = self
@@ -184,7 +168,7 @@ mod tests {
         assert_eq!(q.push(2), None);
         assert_eq!(q.push(3), None);
         assert_eq!(contents(&mut q), [1, 2, 3]);
-        assert!(q.is_empty());
+        assert_eq!(q.pop(), None);
     }
 
     #[test]
@@ -216,27 +200,9 @@ mod tests {
         assert_eq!(contents(&mut q), [2]);
     }
 
-    #[test]
-    fn drain_into_moves_everything_in_order() {
-        let mut q = DropOldestQueue::new(4);
-        let mut out = VecDeque::new();
-        q.push(1);
-        q.push(2);
-        q.drain_into(&mut out);
-        assert!(q.is_empty());
-        q.push(3);
-        q.drain_into(&mut out);
-        assert_eq!(out, [1, 2, 3]);
-        // The capacity is unchanged by the swap.
-        for i in 0..4 {
-            assert_eq!(q.push(i), None);
-        }
-        assert_eq!(q.push(4), Some(0));
-    }
-
     // ---- LatestPerSenderQueue ----
 
-    use crate::client::Message;
+    use crate::Message;
     use relais_protocol::CloseReason;
 
     fn m(sender: &str, payload: &'static str) -> Event {

@@ -1,25 +1,26 @@
-//! The state the user's handle and the two background threads share: the
-//! inbound and outbound queues, the member list, the connection status and
-//! the counters.
+//! The state a client's handle and its driver share: the core (behind a
+//! mutex: the handle queues payloads and reads the member list, the driver
+//! feeds it bytes), the receive queue, the status and the counters.
 //!
-//! Each queue sits in a `Mutex` with a `Condvar` that is notified whenever it
-//! gains work or the connection ends. The status has its own mutex. Waiters
-//! check the status while holding their queue's lock, and [`Shared::end`]
-//! takes each queue's lock before notifying it, so a waiter cannot miss the
-//! end of the connection. (Lock order: queue, then status; nothing holds the
-//! status lock while taking another.)
+//! The receive queue sits in a `Mutex` with a `Condvar` (blocking waits) and
+//! a `Notify` (async waits), both signalled whenever it gains an event or
+//! the client closes. Waiters check the status while holding the queue's
+//! lock, and [`Shared::end`] takes that lock before signalling, so a waiter
+//! cannot miss the end. (Lock order: core, then inbound, then status.)
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
+use relais_client_core::{ConnectError, Core, SendError, Update};
+use tokio::sync::Notify;
 
 use crate::builder::ReceiveMode;
-use crate::client::{Event, Stats};
+use crate::client::Stats;
 use crate::error::{Disconnect, RecvError};
 use crate::queue::{DropOldestQueue, LatestPerSenderQueue, Pushed};
+use crate::Event;
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy)]
@@ -30,36 +31,6 @@ pub(crate) enum Wait {
     Until(Instant),
     /// Until something arrives or the connection ends.
     Forever,
-}
-
-/// What the writer thread must send next, besides the payloads it was handed.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Work {
-    /// Send a `PING` (the reader heard nothing for a keepalive interval).
-    pub(crate) ping: bool,
-    /// Send a `PONG` (the server pinged).
-    pub(crate) pong: bool,
-    /// The user is closing: send `GOODBYE` after the payloads, then stop.
-    pub(crate) closing: bool,
-}
-
-/// The writer's side of the outbound direction.
-#[derive(Debug)]
-struct Outbound {
-    /// Payloads the user queued; drops the oldest when full.
-    payloads: DropOldestQueue<Bytes>,
-    /// Control frames are flags, not a queue: however many pings the server
-    /// sends while the writer is busy, one `PONG` answers them all, so this
-    /// direction stays bounded too.
-    ping_due: bool,
-    pong_due: bool,
-    /// The TLS layer has records of its own to send: the writer's flush,
-    /// which follows every batch (even an empty one), sends them.
-    flush_due: bool,
-    closing: bool,
-    writer_done: bool,
-    /// The reader thread has exited (kept here to share the condvar).
-    reader_done: bool,
 }
 
 /// The receive queue, as [`ReceiveMode`] chose it.
@@ -85,18 +56,31 @@ impl Inbound {
     }
 }
 
-/// State shared by the [`Client`](crate::Client) handle and its two threads.
+/// How the first connection went: the connect call waits for this.
+#[derive(Debug)]
+pub(crate) enum First {
+    Pending,
+    Joined,
+    Failed(ConnectError),
+    Taken,
+}
+
+/// State shared by a client's handle and its driver.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    core: Mutex<Core>,
+    /// Wakes the driver: a payload was queued, or a close requested.
+    pub(crate) wake_driver: Notify,
     inbound: Mutex<Inbound>,
     inbound_ready: Condvar,
-    outbound: Mutex<Outbound>,
-    outbound_ready: Condvar,
+    inbound_notify: Notify,
     status: Mutex<Option<Disconnect>>,
-    members: Mutex<Vec<String>>,
-    sent: AtomicU64,
+    first: Mutex<First>,
+    first_ready: Condvar,
+    /// Set when the driver has returned.
+    driver_done: Mutex<bool>,
+    driver_done_ready: Condvar,
     received: AtomicU64,
-    dropped_outbound: AtomicU64,
     dropped_inbound: AtomicU64,
     recv_conflated: AtomicU64,
 }
@@ -108,12 +92,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        receive_mode: ReceiveMode,
-        inbound_capacity: usize,
-        outbound_capacity: usize,
-        members: Vec<String>,
-    ) -> Self {
+    pub(crate) fn new(core: Core, receive_mode: ReceiveMode, inbound_capacity: usize) -> Self {
         let inbound = match receive_mode {
             ReceiveMode::Queue => Inbound::Queue(DropOldestQueue::new(inbound_capacity)),
             ReceiveMode::LatestPerSender => {
@@ -121,98 +100,171 @@ impl Shared {
             }
         };
         Self {
+            core: Mutex::new(core),
+            wake_driver: Notify::new(),
             inbound: Mutex::new(inbound),
             inbound_ready: Condvar::new(),
-            outbound: Mutex::new(Outbound {
-                payloads: DropOldestQueue::new(outbound_capacity),
-                ping_due: false,
-                pong_due: false,
-                flush_due: false,
-                closing: false,
-                writer_done: false,
-                reader_done: false,
-            }),
-            outbound_ready: Condvar::new(),
+            inbound_notify: Notify::new(),
             status: Mutex::new(None),
-            members: Mutex::new(members),
-            sent: AtomicU64::new(0),
+            first: Mutex::new(First::Pending),
+            first_ready: Condvar::new(),
+            driver_done: Mutex::new(false),
+            driver_done_ready: Condvar::new(),
             received: AtomicU64::new(0),
-            dropped_outbound: AtomicU64::new(0),
             dropped_inbound: AtomicU64::new(0),
             recv_conflated: AtomicU64::new(0),
         }
     }
 
-    /// Why the connection ended, or `None` while it is up.
+    /// The core, locked.
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+
+    /// The registered name and the room joined (fixed once joined).
+    pub(crate) fn names(&self) -> (String, String) {
+        let core = self.core();
+        (core.name().to_owned(), core.room().to_owned())
+    }
+
+    /// Queues a payload and wakes the driver.
+    pub(crate) fn send(&self, payload: Bytes) -> Result<(), SendError> {
+        self.core().send(payload)?;
+        self.wake_driver.notify_one();
+        Ok(())
+    }
+
+    /// Asks the core to close, records it, and wakes the driver.
+    pub(crate) fn close(&self) {
+        self.core().close(Instant::now());
+        self.end(Disconnect::Closed);
+        self.wake_driver.notify_one();
+    }
+
+    /// Hands what the core has for the application to the queues, the
+    /// status and the waiting connect call.
+    pub(crate) fn deliver(&self, core: &mut Core) {
+        while let Some(update) = core.poll_event() {
+            match update {
+                Update::Event(event) => self.push_event(event),
+                Update::Joined { .. } => self.set_first(First::Joined),
+                Update::Failed(error) => {
+                    let why = Disconnect::ConnectionLost(error.to_string());
+                    self.set_first(First::Failed(error));
+                    self.end(why);
+                }
+                Update::Closed(why) => self.end(why),
+                _ => {}
+            }
+        }
+    }
+
+    fn set_first(&self, first: First) {
+        *lock(&self.first) = first;
+        self.first_ready.notify_all();
+        self.inbound_notify.notify_waiters();
+    }
+
+    /// Waits (blocking) for the first connection's outcome.
+    pub(crate) fn wait_first(&self) -> Result<(), ConnectError> {
+        let mut first = lock(&self.first);
+        while matches!(*first, First::Pending) {
+            first = self
+                .first_ready
+                .wait(first)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        match std::mem::replace(&mut *first, First::Taken) {
+            First::Failed(error) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// The first connection's outcome, if known (for async waits).
+    pub(crate) fn try_first(&self) -> Option<Result<(), ConnectError>> {
+        let mut first = lock(&self.first);
+        match std::mem::replace(&mut *first, First::Taken) {
+            First::Pending => {
+                *first = First::Pending;
+                None
+            }
+            First::Failed(error) => Some(Err(error)),
+            _ => Some(Ok(())),
+        }
+    }
+
+    /// Why the client closed, or `None` while it is up or reconnecting.
     pub(crate) fn status(&self) -> Option<Disconnect> {
         lock(&self.status).clone()
     }
 
-    /// Records why the connection ended and wakes every waiter. The first
-    /// reason wins: a later one (say, the read error caused by our own
-    /// shutdown) describes a consequence, not the cause.
+    /// Records why the client closed and wakes every waiter. The first
+    /// reason wins.
     pub(crate) fn end(&self, reason: Disconnect) {
-        if self.set_status(reason) {
-            self.wake_all();
+        {
+            let mut status = lock(&self.status);
+            if status.is_some() {
+                return;
+            }
+            tracing::debug!(%reason, "relais client closed");
+            *status = Some(reason);
         }
-    }
-
-    /// Records why the connection ended, unless that is already known.
-    /// Returns whether it was recorded.
-    fn set_status(&self, reason: Disconnect) -> bool {
-        let mut status = lock(&self.status);
-        if status.is_some() {
-            return false;
-        }
-        tracing::debug!(%reason, "relais connection ended");
-        *status = Some(reason);
-        true
-    }
-
-    /// Wakes every waiter so it sees the status.
-    fn wake_all(&self) {
-        // Taking each lock before notifying orders this after any waiter's
+        // Taking the lock before notifying orders this after any waiter's
         // status check (see the module docs).
         drop(lock(&self.inbound));
         self.inbound_ready.notify_all();
-        drop(lock(&self.outbound));
-        self.outbound_ready.notify_all();
+        self.inbound_notify.notify_waiters();
+        self.set_first_if_pending();
+    }
+
+    fn set_first_if_pending(&self) {
+        let mut first = lock(&self.first);
+        if matches!(*first, First::Pending) {
+            *first = First::Failed(ConnectError::Closed);
+            self.first_ready.notify_all();
+            self.inbound_notify.notify_waiters();
+        }
+    }
+
+    /// Called by the driver as it returns.
+    pub(crate) fn driver_finished(&self) {
+        *lock(&self.driver_done) = true;
+        self.driver_done_ready.notify_all();
+        self.set_first_if_pending();
+    }
+
+    /// Waits until the driver has returned or `deadline` passes.
+    pub(crate) fn wait_driver_finished(&self, deadline: Instant) -> bool {
+        let mut done = lock(&self.driver_done);
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            done = self
+                .driver_done_ready
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     /// A snapshot of the counters.
     pub(crate) fn stats(&self) -> Stats {
+        let core = self.core();
         Stats {
-            sent: self.sent.load(Ordering::Relaxed),
+            sent: core.sent(),
             received: self.received.load(Ordering::Relaxed),
-            dropped_outbound: self.dropped_outbound.load(Ordering::Relaxed),
+            dropped_outbound: core.dropped_outbound(),
             dropped_inbound: self.dropped_inbound.load(Ordering::Relaxed),
             recv_conflated: self.recv_conflated.load(Ordering::Relaxed),
         }
     }
 
-    /// The current member list.
-    pub(crate) fn members(&self) -> Vec<String> {
-        lock(&self.members).clone()
-    }
-
-    /// Adds a member who joined the room.
-    pub(crate) fn member_joined(&self, name: &str) {
-        let mut members = lock(&self.members);
-        if !members.iter().any(|m| m == name) {
-            members.push(name.to_owned());
-        }
-    }
-
-    /// Removes a member who left the room.
-    pub(crate) fn member_left(&self, name: &str) {
-        lock(&self.members).retain(|m| m != name);
-    }
-
-    // ---- inbound: the reader pushes, the user takes ----
-
     /// Queues a received event as the receive mode says, counting what it
     /// replaced or dropped.
-    pub(crate) fn push_event(&self, event: Event) {
+    fn push_event(&self, event: Event) {
         if matches!(event, Event::Message(_)) {
             self.received.fetch_add(1, Ordering::Relaxed);
         }
@@ -229,12 +281,13 @@ impl Shared {
         // All, not one: a `recv` and a `recv_event` may wait side by side,
         // and only one of them may want this event.
         self.inbound_ready.notify_all();
+        self.inbound_notify.notify_waiters();
     }
 
     /// Takes events off the inbound queue, oldest first, until `pick` keeps
     /// one; events `pick` passes over are dropped. Waits as `wait` says when
     /// the queue is empty. Returns `Disconnected` only once the queue is
-    /// drained and the connection has ended.
+    /// drained and the client has closed.
     pub(crate) fn take<T>(
         &self,
         mut pick: impl FnMut(Event) -> Option<T>,
@@ -270,126 +323,35 @@ impl Shared {
         }
     }
 
-    // ---- outbound: the user and the reader ask, the writer sends ----
-
-    /// Queues a payload for the writer, dropping (and counting) the oldest
-    /// queued payload if full.
-    pub(crate) fn queue_payload(&self, payload: Bytes) {
-        if lock(&self.outbound).payloads.push(payload).is_some() {
-            self.dropped_outbound.fetch_add(1, Ordering::Relaxed);
-        }
-        self.outbound_ready.notify_all();
-    }
-
-    /// Asks the writer to send a `PING`.
-    pub(crate) fn request_ping(&self) {
-        lock(&self.outbound).ping_due = true;
-        self.outbound_ready.notify_all();
-    }
-
-    /// Asks the writer to send a `PONG`.
-    pub(crate) fn request_pong(&self) {
-        lock(&self.outbound).pong_due = true;
-        self.outbound_ready.notify_all();
-    }
-
-    /// Asks the writer to write what the TLS layer has to send.
-    pub(crate) fn request_flush(&self) {
-        lock(&self.outbound).flush_due = true;
-        self.outbound_ready.notify_all();
-    }
-
-    /// Asks the writer to flush, say goodbye and stop, and marks the
-    /// connection closed by the user (unless it had already ended).
-    pub(crate) fn request_close(&self) {
-        // `closing` and the status are set together, under the outbound lock
-        // (queue, then status: the documented order): a writer that sees the
-        // status also sees `closing` and flushes, and no goodbye the writer
-        // provokes can be recorded as the reason before `Closed` is.
-        let recorded = {
-            let mut out = lock(&self.outbound);
-            out.closing = true;
-            self.set_status(Disconnect::Closed)
-        };
-        self.outbound_ready.notify_all();
-        if recorded {
-            self.wake_all();
-        }
-    }
-
-    /// Waits for the writer's next piece of work and moves the queued
-    /// payloads into `payloads`. `None` means the connection ended without a
-    /// close request: the writer has nothing left to do.
-    pub(crate) fn next_work(&self, payloads: &mut VecDeque<Bytes>) -> Option<Work> {
-        let mut out = lock(&self.outbound);
+    /// [`take`](Self::take), awaiting instead of blocking.
+    pub(crate) async fn take_async<T>(
+        &self,
+        mut pick: impl FnMut(Event) -> Option<T>,
+    ) -> Result<T, Disconnect> {
         loop {
-            if out.closing
-                || out.ping_due
-                || out.pong_due
-                || out.flush_due
-                || !out.payloads.is_empty()
-            {
-                break;
+            // Registered before the queue is checked, so a push in between
+            // is not missed.
+            let notified = self.inbound_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.take(&mut pick, Wait::Poll) {
+                Ok(item) => return Ok(item),
+                Err(RecvError::Disconnected(why)) => return Err(why),
+                Err(RecvError::Timeout) => notified.await,
             }
-            if self.status().is_some() {
-                return None;
-            }
-            out = self
-                .outbound_ready
-                .wait(out)
-                .unwrap_or_else(PoisonError::into_inner);
         }
-        out.payloads.drain_into(payloads);
-        out.flush_due = false;
-        Some(Work {
-            ping: std::mem::take(&mut out.ping_due),
-            pong: std::mem::take(&mut out.pong_due),
-            closing: out.closing,
-        })
     }
 
-    /// Counts payloads the writer has written to the socket.
-    pub(crate) fn count_sent(&self, n: usize) {
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Called by the writer as it exits.
-    pub(crate) fn writer_finished(&self) {
-        lock(&self.outbound).writer_done = true;
-        self.outbound_ready.notify_all();
-    }
-
-    /// Called by the reader thread as it exits.
-    pub(crate) fn reader_finished(&self) {
-        lock(&self.outbound).reader_done = true;
-        self.outbound_ready.notify_all();
-    }
-
-    /// Waits until the writer has exited or `deadline` passes; returns
-    /// whether it exited.
-    pub(crate) fn wait_writer_finished(&self, deadline: Instant) -> bool {
-        self.wait_outbound_until(deadline, |out| out.writer_done)
-    }
-
-    /// Waits until the reader has exited or `deadline` passes; returns
-    /// whether it exited.
-    pub(crate) fn wait_reader_finished(&self, deadline: Instant) -> bool {
-        self.wait_outbound_until(deadline, |out| out.reader_done)
-    }
-
-    fn wait_outbound_until(&self, deadline: Instant, done: impl Fn(&Outbound) -> bool) -> bool {
-        let mut out = lock(&self.outbound);
-        while !done(&out) {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
+    /// Waits (async) for the first connection's outcome.
+    pub(crate) async fn first_async(&self) -> Result<(), ConnectError> {
+        loop {
+            let notified = self.inbound_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = self.try_first() {
+                return outcome;
             }
-            out = self
-                .outbound_ready
-                .wait_timeout(out, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            notified.await;
         }
-        true
     }
 }

@@ -1,35 +1,20 @@
-//! TLS for the blocking client (rustls, `ring` provider).
-//!
-//! The two worker threads share one `rustls::ClientConnection` behind a
-//! mutex, each with its own clone of the socket:
-//!
-//! - the **reader** blocks in `read()` on its socket *without* the lock,
-//!   then takes it only to feed the bytes to rustls (`read_tls`,
-//!   `process_new_packets`) and take the plaintext out;
-//! - the **writer** takes it to encrypt a batch and collect the TLS records,
-//!   then writes them to its socket *without* the lock.
-//!
-//! Only the writer ever writes to the socket, so records go out in the order
-//! rustls made them. When reading makes rustls want to send something of its
-//! own (a key update reply), the reader asks the writer to flush
-//! ([`Transport::wants_flush`](crate::transport::Transport::wants_flush)).
+//! TLS for the clients (rustls with the `ring` provider, driven by
+//! tokio-rustls): the options, the trust roots, and errors in words a user
+//! can act on.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
+use relais_client_core::ConnectError;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-
-use crate::builder::io_error;
-use crate::error::ConnectError;
-use crate::shared::lock;
-use crate::worker::READ_CHUNK;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// How to connect with TLS: which certificate authorities to trust and which
 /// name the server's certificate must carry. Given to
@@ -159,42 +144,31 @@ fn add_pem(roots: &mut RootCertStore, pem: &[u8], what: &str) -> Result<(), Conn
     Ok(())
 }
 
-/// Runs the TLS handshake on a connected socket, before `deadline`.
-/// `host` is the address's host part, the server name unless the options
-/// give one.
-pub(crate) fn connect(
-    mut socket: TcpStream,
+/// Runs the TLS handshake on a connected socket. `host` is the address's
+/// host part, the server name unless the options give one.
+pub(crate) async fn connect(
+    socket: TcpStream,
     options: &TlsOptions,
-    host: Option<String>,
-    deadline: Instant,
-) -> Result<TlsStream, ConnectError> {
+    host: Option<&str>,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
     let config = options.client_config()?;
-    let name = options.server_name.clone().or(host).ok_or_else(|| {
-        ConnectError::Tls(
-            "no server name to verify the certificate against: give one with \
-             TlsOptions::server_name"
-                .into(),
-        )
-    })?;
+    let name = options
+        .server_name
+        .clone()
+        .or(host.map(str::to_owned))
+        .ok_or_else(|| {
+            ConnectError::Tls(
+                "no server name to verify the certificate against: give one with \
+                 TlsOptions::server_name"
+                    .into(),
+            )
+        })?;
     let server_name = ServerName::try_from(name.clone())
         .map_err(|_| ConnectError::Tls(format!("{name:?} is not a valid server name")))?;
-    let mut conn = ClientConnection::new(config, server_name)
-        .map_err(|e| ConnectError::Tls(format!("cannot start a TLS session: {}", describe(&e))))?;
-    while conn.is_handshaking() || conn.wants_write() {
-        let left = crate::builder::remaining(deadline)?;
-        socket.set_read_timeout(Some(left))?;
-        socket.set_write_timeout(Some(left))?;
-        if let Err(e) = conn.complete_io(&mut socket) {
-            return Err(handshake_error(e));
-        }
-    }
-    Ok(TlsStream {
-        conn: Arc::new(Mutex::new(conn)),
-        socket,
-        incoming: Vec::new(),
-        fed: 0,
-        outgoing: Vec::new(),
-    })
+    TlsConnector::from(config)
+        .connect(server_name, socket)
+        .await
+        .map_err(handshake_error)
 }
 
 /// A handshake I/O error as the connect error it stands for.
@@ -208,7 +182,8 @@ fn handshake_error(e: io::Error) -> ConnectError {
              (does it speak TLS on this port?)"
                 .into(),
         ),
-        _ => io_error(e),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ConnectError::Timeout,
+        _ => ConnectError::Io(e),
     }
 }
 
@@ -222,136 +197,5 @@ fn describe(e: &rustls::Error) -> String {
             format!("the server does not speak TLS on this port ({e})")
         }
         _ => e.to_string(),
-    }
-}
-
-/// One thread's end of a TLS connection: its own socket clone, the shared
-/// rustls session. See the module documentation for the locking.
-pub(crate) struct TlsStream {
-    conn: Arc<Mutex<ClientConnection>>,
-    socket: TcpStream,
-    /// Ciphertext read from the socket; `incoming[fed..]` is not yet given
-    /// to rustls.
-    incoming: Vec<u8>,
-    fed: usize,
-    /// Records to write, collected under the lock, written without it.
-    outgoing: Vec<u8>,
-}
-
-impl fmt::Debug for TlsStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsStream")
-            .field("socket", &self.socket)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TlsStream {
-    /// Another end on the same session, over a clone of the socket.
-    pub(crate) fn try_clone(&self) -> io::Result<Self> {
-        Ok(Self {
-            conn: Arc::clone(&self.conn),
-            socket: self.socket.try_clone()?,
-            incoming: Vec::new(),
-            fed: 0,
-            outgoing: Vec::new(),
-        })
-    }
-
-    /// The socket under the session.
-    pub(crate) fn socket(&self) -> &TcpStream {
-        &self.socket
-    }
-
-    /// Whether rustls has records of its own waiting to be written.
-    pub(crate) fn wants_flush(&self) -> bool {
-        lock(&self.conn).wants_write()
-    }
-
-    /// Sends `close_notify`, then ends our direction of the socket.
-    pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
-        lock(&self.conn).send_close_notify();
-        self.flush()?;
-        self.socket.shutdown(std::net::Shutdown::Write)
-    }
-
-    /// Moves everything rustls has to send into `outgoing`; under the lock.
-    fn collect_records(conn: &mut ClientConnection, outgoing: &mut Vec<u8>) -> io::Result<()> {
-        while conn.wants_write() {
-            conn.write_tls(outgoing)?;
-        }
-        Ok(())
-    }
-
-    /// Writes `outgoing` to the socket; without the lock.
-    fn send_records(&mut self) -> io::Result<()> {
-        let result = self.socket.write_all(&self.outgoing);
-        self.outgoing.clear();
-        result
-    }
-}
-
-impl Read for TlsStream {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            {
-                let mut conn = lock(&self.conn);
-                match conn.reader().read(out) {
-                    // Ok(0): the server's close_notify, a clean end.
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-                if self.fed < self.incoming.len() {
-                    self.fed += conn.read_tls(&mut &self.incoming[self.fed..])?;
-                    conn.process_new_packets()
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    continue;
-                }
-            }
-            // Everything read so far is decrypted and taken: wait for more,
-            // without the lock, so the writer can encrypt meanwhile.
-            self.incoming.resize(READ_CHUNK, 0);
-            self.fed = 0;
-            let n = match self.socket.read(&mut self.incoming) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.incoming.clear();
-                    return Err(e);
-                }
-            };
-            self.incoming.truncate(n);
-            if n == 0 {
-                // End of stream: rustls tells a clean close (after
-                // close_notify: `Ok(0)`) from a truncation (an error).
-                let mut conn = lock(&self.conn);
-                conn.read_tls(&mut &[][..])?;
-                conn.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                return conn.reader().read(out);
-            }
-        }
-    }
-}
-
-impl Write for TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = {
-            let mut conn = lock(&self.conn);
-            // Takes at most rustls's buffer limit (64 KiB); `write_all` loops.
-            let n = conn.writer().write(buf)?;
-            Self::collect_records(&mut conn, &mut self.outgoing)?;
-            n
-        };
-        self.send_records()?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Self::collect_records(&mut lock(&self.conn), &mut self.outgoing)?;
-        self.send_records()
     }
 }

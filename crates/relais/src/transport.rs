@@ -1,77 +1,65 @@
-//! The byte stream under the frames: the TCP socket itself, or TLS over it.
-//! The handshake and both worker threads read and write through this.
+//! The byte stream under the frames: TCP, or TLS over it, opened anew for
+//! every connection attempt.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::SocketAddr;
 
-use crate::tls::TlsStream;
+use relais_client_core::ConnectError;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-/// One thread's end of a connection.
-#[derive(Debug)]
-pub(crate) enum Transport {
-    /// Frames straight on the socket.
-    Plain(TcpStream),
-    /// Frames inside TLS records.
-    Tls(TlsStream),
+use crate::tls::{self, TlsOptions};
+
+/// Bytes both ways.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Where to connect, resolved once when the client is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The host part of the address, the name TLS verifies by default.
+    pub(crate) host: Option<String>,
+    pub(crate) tls: Option<TlsOptions>,
 }
 
-impl Transport {
-    /// Another end of the same connection, for another thread.
-    pub(crate) fn try_clone(&self) -> io::Result<Self> {
-        Ok(match self {
-            Self::Plain(s) => Self::Plain(s.try_clone()?),
-            Self::Tls(s) => Self::Tls(s.try_clone()?),
-        })
+impl Target {
+    /// Resolves `addr` (this may block on a name lookup).
+    pub(crate) fn resolve(
+        addr: impl crate::ServerAddr,
+        tls: Option<TlsOptions>,
+    ) -> Result<Self, ConnectError> {
+        let host = addr.host();
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(ConnectError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the address resolved to no socket address",
+            )));
+        }
+        Ok(Self { addrs, host, tls })
     }
 
-    /// The TCP socket underneath (timeouts, shutdown).
-    pub(crate) fn socket(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.socket(),
+    /// Opens a connection: each address in turn, `TCP_NODELAY` (updates are
+    /// small and latency-bound), then TLS if asked for. The caller bounds
+    /// the time.
+    pub(crate) async fn open(&self) -> Result<Box<dyn Stream>, ConnectError> {
+        let mut last = None;
+        for addr in &self.addrs {
+            match TcpStream::connect(addr).await {
+                Ok(socket) => {
+                    socket.set_nodelay(true)?;
+                    return Ok(match &self.tls {
+                        None => Box::new(socket),
+                        Some(options) => {
+                            Box::new(tls::connect(socket, options, self.host.as_deref()).await?)
+                        }
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
         }
-    }
-
-    /// Whether the TLS layer has records of its own to send (after reading
-    /// a key update): the reader then asks the writer to flush.
-    pub(crate) fn wants_flush(&self) -> bool {
-        match self {
-            Self::Plain(_) => false,
-            Self::Tls(s) => s.wants_flush(),
-        }
-    }
-
-    /// Ends our direction once everything is written (TLS: `close_notify`
-    /// first).
-    pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
-        match self {
-            Self::Plain(s) => s.shutdown(Shutdown::Write),
-            Self::Tls(s) => s.shutdown_write(),
-        }
-    }
-}
-
-impl Read for Transport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.read(buf),
-            Self::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(s) => s.write(buf),
-            Self::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Self::Plain(s) => s.flush(),
-            Self::Tls(s) => s.flush(),
-        }
+        Err(ConnectError::Io(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address")
+        })))
     }
 }

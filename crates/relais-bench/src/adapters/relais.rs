@@ -1,6 +1,7 @@
-//! relais over raw TCP, with `relais-protocol` and tokio: no client library,
-//! so the generator's own overhead stays small and identical to what a lean
-//! native client would do.
+//! relais over raw TCP, with `relais-protocol` and tokio: the handshake is
+//! the client core's (`relais-client-core`), the hot path is not a client
+//! library, so the generator's own overhead stays small and identical to
+//! what a lean native client would do.
 //!
 //! Writes: one `DATA` frame per send, with any owed `PONG`s in the same
 //! write (one system call). Reads: up to 64 KiB per system call, every whole
@@ -9,10 +10,13 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
+use relais_client_core::{Action, Core, Event, Options, Update};
 use relais_protocol::frames::{encode_data, kind};
-use relais_protocol::{ClientFrame, FrameDecoder, Hello, ServerFrame, MAX_FRAME_LEN, VERSION};
+use relais_protocol::{ClientFrame, FrameDecoder, MAX_FRAME_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -52,6 +56,8 @@ pub struct RelaisSub {
     decoder: FrameDecoder,
     owed_pongs: Arc<AtomicU32>,
     ended: bool,
+    /// Payloads that came in the handshake's reads, after the `WELCOME`.
+    early: Vec<Bytes>,
 }
 
 impl Adapter for RelaisAdapter {
@@ -63,31 +69,7 @@ impl Adapter for RelaisAdapter {
             .await
             .with_context(|| format!("connecting to relais at {}", self.addr))?;
         stream.set_nodelay(true)?;
-        let hello = ClientFrame::Hello(Hello {
-            version: VERSION,
-            name: format!("c{index}"),
-            room: room.to_owned(),
-            echo: true,
-            token: None,
-            resume: None,
-        });
-        stream.write_all(&hello.to_bytes()).await?;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
-        loop {
-            if let Some(body) = decoder.decode(&mut buf)? {
-                match ServerFrame::decode(body)? {
-                    ServerFrame::Welcome(_) => break,
-                    ServerFrame::Refused(reason, text) => {
-                        bail!("relais refused client {index}: {reason} {text}")
-                    }
-                    other => bail!("unexpected frame before WELCOME: {other:?}"),
-                }
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                bail!("relais closed the connection during the handshake");
-            }
-        }
+        let early = handshake(&mut stream, index, room).await?;
         let (read, write) = stream.into_split();
         let owed_pongs = Arc::new(AtomicU32::new(0));
         Ok((
@@ -96,15 +78,56 @@ impl Adapter for RelaisAdapter {
                 buf: BytesMut::with_capacity(256),
                 owed_pongs: owed_pongs.clone(),
             },
-            // Frames after the WELCOME already in `buf` stay there.
             RelaisSub {
                 read,
-                buf,
-                decoder,
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                decoder: FrameDecoder::new(MAX_FRAME_LEN),
                 owed_pongs,
                 ended: false,
+                early,
             },
         ))
+    }
+}
+
+/// Joins as `c{index}` with the client core (no keepalive, no reconnect:
+/// the generator answers pings itself, and a lost client is a failed run).
+/// Returns the payloads that arrived with the `WELCOME`.
+async fn handshake(stream: &mut TcpStream, index: usize, room: &str) -> anyhow::Result<Vec<Bytes>> {
+    let mut options = Options::new(&format!("c{index}"));
+    options.room = room.to_owned();
+    options.keepalive = Duration::ZERO;
+    options.reconnect_window = Duration::ZERO;
+    let mut core = Core::new(options, Instant::now())?;
+    core.handle_timeout(Instant::now());
+    let Some(Action::Connect { .. }) = core.poll_action() else {
+        bail!("the client core asked for no connection");
+    };
+    core.connected(Instant::now());
+    let mut out = BytesMut::new();
+    core.poll_transmit(&mut out);
+    stream.write_all(&out).await?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut early = Vec::new();
+    let mut joined = false;
+    loop {
+        while let Some(update) = core.poll_event() {
+            match update {
+                Update::Joined { .. } => joined = true,
+                Update::Event(Event::Message(m)) => early.push(m.payload),
+                Update::Failed(e) => bail!("relais refused client {index}: {e}"),
+                _ => {}
+            }
+        }
+        if joined {
+            return Ok(early);
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            core.handle_eof(Instant::now());
+        } else {
+            core.handle_input(&buf[..n], Instant::now());
+        }
     }
 }
 
@@ -125,6 +148,7 @@ impl Publisher for RelaisPub {
 
 impl Subscriber for RelaisSub {
     async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<bool> {
+        out.append(&mut self.early);
         loop {
             while !self.ended {
                 let Some(body) = self.decoder.decode(&mut self.buf)? else {

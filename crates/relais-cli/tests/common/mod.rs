@@ -177,6 +177,16 @@ pub fn last_word(line: &str) -> &str {
 
 /// `relais serve` on ephemeral ports with `extra` flags, logging at `log`;
 /// its TCP address.
+/// `relais serve` on the TCP address `addr` (a restart on the same port).
+pub fn serve_at(addr: &str) -> (Proc, String) {
+    let server = Proc::relais(
+        &["serve", "--listen", addr, "--ws-listen", "127.0.0.1:0"],
+        "warn",
+    );
+    let addr = last_word(&server.expect("stdout", "listening on")).to_string();
+    (server, addr)
+}
+
 pub fn serve_with(extra: &[&str], log: &str) -> (Proc, String) {
     let mut args = vec![
         "serve",

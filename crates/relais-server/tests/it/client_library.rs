@@ -73,7 +73,13 @@ async fn two_library_clients_talk_and_see_each_other() {
 async fn server_shutdown_reaches_the_library_as_a_typed_reason() {
     let s = TestServer::start().await;
     let addr = s.addr;
-    let client = blocking(move || Client::connect(addr, "carol").unwrap()).await;
+    let client = blocking(move || {
+        Client::builder("carol")
+            .reconnect_window(Duration::ZERO)
+            .connect(addr)
+            .unwrap()
+    })
+    .await;
     s.stop().await;
     blocking(move || {
         assert!(client.recv_blocking().is_err());

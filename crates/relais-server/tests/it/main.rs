@@ -6,6 +6,7 @@ mod hardening;
 mod limits;
 mod metrics;
 mod pacing;
+mod reconnect;
 mod relay;
 mod rooms;
 mod support;

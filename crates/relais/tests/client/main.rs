@@ -172,7 +172,12 @@ fn server_goodbye_ends_the_connection_after_queued_messages() {
         // this returns its status is set.
         conn.expect_eof();
     });
-    let client = Client::connect(server.addr(), "alice").unwrap();
+    // A server shutting down is a restart to a reconnecting client: this
+    // one does not reconnect.
+    let client = Client::builder("alice")
+        .reconnect_window(Duration::ZERO)
+        .connect(server.addr())
+        .unwrap();
     server.finish();
 
     let reason = Disconnect::Goodbye {
@@ -199,7 +204,10 @@ fn eof_without_goodbye_is_a_lost_connection() {
     let server = Script::start(|conn| {
         conn.welcome(&["alice"], &[message("bob", "last words")]);
     });
-    let client = Client::connect(server.addr(), "alice").unwrap();
+    let client = Client::builder("alice")
+        .reconnect_window(Duration::ZERO)
+        .connect(server.addr())
+        .unwrap();
     server.finish();
     let received: Vec<Message> = client.iter().collect();
     assert_eq!(received, [msg("bob", "last words")]);
@@ -301,6 +309,7 @@ fn silent_server_is_declared_dead_after_two_unanswered_pings() {
     });
     let client = Client::builder("alice")
         .keepalive(Duration::from_millis(50))
+        .reconnect_window(Duration::ZERO)
         .connect(server.addr())
         .unwrap();
     assert_eq!(
@@ -327,8 +336,11 @@ fn full_inbound_queue_drops_the_oldest() {
         // messages went through the queue.
         conn.expect(ClientFrame::Pong);
     });
+    // The script then hangs up: no reconnect, whose notice would take a
+    // place in the queue.
     let client = Client::builder("alice")
         .inbound_capacity(2)
+        .reconnect_window(Duration::ZERO)
         .connect(server.addr())
         .unwrap();
     server.finish();

@@ -1,9 +1,9 @@
-//! Error and disconnect types: one enum per operation, each variant a case a
-//! caller may want to branch on.
+//! Error and disconnect types, shared by every driver of the core: one enum
+//! per operation, each variant a case a caller may want to branch on.
 
 use relais_protocol::{CloseReason, NameError, RefuseReason};
 
-/// Why [`ClientBuilder::connect`](crate::ClientBuilder::connect) failed.
+/// Why `ClientBuilder::connect` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// Resolving the address, connecting or talking to the server failed.
@@ -28,7 +28,7 @@ pub enum ConnectError {
     TokenTooLong {
         /// The token's length in bytes.
         len: usize,
-        /// The largest allowed, [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN).
+        /// The largest allowed, [`MAX_TOKEN_LEN`](relais_protocol::MAX_TOKEN_LEN).
         max: usize,
     },
     /// The join token is not ASCII (a JWT always is); nothing was sent.
@@ -53,11 +53,11 @@ pub enum ConnectError {
     Tls(String),
 }
 
-/// Why a connection ended. Returned by [`Client::status`](crate::Client::status)
+/// Why a connection ended. Returned by `Client::status`
 /// and carried by [`SendError::Closed`] and [`RecvError::Disconnected`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Disconnect {
-    /// The user closed the client ([`Client::close`](crate::Client::close) or drop).
+    /// The user closed the client (`Client::close` or drop).
     #[error("closed by the client")]
     Closed,
     /// The server said goodbye, e.g. because it is shutting down
@@ -80,9 +80,19 @@ pub enum Disconnect {
     /// The server sent bytes that break the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// Reconnecting failed for good: the server refused the new handshake
+    /// for a reason that waiting does not cure (say, an expired join token),
+    /// or the reconnect window passed while it kept refusing.
+    #[error("refused by the server on reconnecting ({reason}): {message}")]
+    Refused {
+        /// The machine-readable reason.
+        reason: RefuseReason,
+        /// The server's human-readable explanation (may be empty).
+        message: String,
+    },
 }
 
-/// Why [`Client::send`](crate::Client::send) did not queue a payload.
+/// Why `Client::send` did not queue a payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The payload is larger than the server relays; nothing was queued.
@@ -90,7 +100,7 @@ pub enum SendError {
     TooLarge {
         /// The payload's length.
         len: usize,
-        /// The largest payload allowed (see [`Client::max_payload`](crate::Client::max_payload)).
+        /// The largest payload allowed (see `Client::max_payload`).
         max: usize,
     },
     /// The connection has ended; nothing was queued.

@@ -1,0 +1,154 @@
+//! The Rust clients reconnect by themselves: across a server restart on the
+//! same address (a new server does not know their seat: they join again).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use relais::{Client, Disconnect, Event, State};
+use relais_protocol::CloseReason;
+use relais_server::Server;
+use tokio::task::JoinHandle;
+
+use crate::support::*;
+
+/// A server on exactly `addr` (the restarted one).
+async fn serve_at(addr: SocketAddr) -> (Server, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = Server::new(unlimited());
+    let s = server.clone();
+    let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
+    (server, task)
+}
+
+/// Polls `cond` until it holds, for at most `PATIENCE`.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The events a client reports while its server restarts: bob leaving
+/// with the old server, the reason it lost the connection, and a fresh join
+/// (the new server does not know its seat).
+fn restart_events(events: &[Event]) {
+    assert_eq!(
+        events,
+        [
+            Event::Left {
+                name: "bob".into(),
+                reason: CloseReason::ServerShutdown
+            },
+            Event::Reconnecting(Disconnect::Goodbye {
+                reason: CloseReason::ServerShutdown,
+                message: String::new()
+            }),
+            Event::Reconnected { resumed: false },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_blocking_client_reconnects_across_a_server_restart() {
+    let old = TestServer::start().await;
+    let addr = old.addr;
+    let (_bob, _) = old.join("arena", "bob").await;
+    let alice = blocking(move || {
+        Client::builder("alice")
+            .room("arena")
+            .connect(addr)
+            .unwrap()
+    })
+    .await;
+    let alice = std::sync::Arc::new(alice);
+    assert_eq!(alice.members(), ["bob", "alice"]);
+
+    old.stop().await;
+    until("alice reconnects", || alice.state() == State::Reconnecting).await;
+    // Sent while the server is down: goes out on the new connection.
+    alice.send("while away").unwrap();
+    let (new, task) = serve_at(addr).await;
+    let mut carol = Raw::connect(addr, None).await;
+    // alice may not be back yet: her backoff is at most 5 s.
+    let a = alice.clone();
+    let events = blocking(move || {
+        (0..3)
+            .map(|_| a.recv_event_timeout(PATIENCE).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await;
+    restart_events(&events);
+    assert_eq!(alice.state(), State::Connected);
+    assert_eq!(alice.members(), ["alice"]);
+    let w = carol.hello("carol", "arena", true).await.unwrap();
+    assert_eq!(w.members, ["alice", "carol"]);
+    // The state queued while away was the snapshot carol got, or arrives
+    // live.
+    assert_eq!(carol.message().await, ("alice".into(), "while away".into()));
+    alice.send("back").unwrap();
+    assert_eq!(carol.message().await, ("alice".into(), "back".into()));
+    blocking(move || alice.close()).await;
+    new.shutdown().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_async_client_reconnects_across_a_server_restart() {
+    let old = TestServer::start().await;
+    let addr = old.addr;
+    let (_bob, _) = old.join("arena", "bob").await;
+    let alice = Client::builder("alice")
+        .room("arena")
+        .connect_async(addr)
+        .await
+        .unwrap();
+    assert_eq!(alice.members(), ["bob", "alice"]);
+    old.stop().await;
+    let (new, task) = serve_at(addr).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+        events.push(event.expect("an event").expect("still open"));
+    }
+    restart_events(&events);
+    assert_eq!(alice.state(), State::Connected);
+    let mut carol = Raw::connect(addr, None).await;
+    carol.hello("carol", "arena", true).await.unwrap();
+    alice.send("back").unwrap();
+    assert_eq!(carol.message().await, ("alice".into(), "back".into()));
+    // A clean close: carol sees alice leave normally.
+    alice.close().await;
+    assert_eq!(
+        carol.next().await,
+        Some(relais_protocol::ServerFrame::Left(
+            "alice".into(),
+            CloseReason::Normal
+        ))
+    );
+    new.shutdown().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_must_not_reconnect_closes_with_the_reason() {
+    let old = TestServer::start().await;
+    let addr = old.addr;
+    let alice = Client::builder("alice")
+        .reconnect_window(Duration::ZERO)
+        .connect_async(addr)
+        .await
+        .unwrap();
+    old.stop().await;
+    let end = tokio::time::timeout(PATIENCE, alice.recv_event())
+        .await
+        .unwrap();
+    assert_eq!(
+        end,
+        Err(Disconnect::Goodbye {
+            reason: CloseReason::ServerShutdown,
+            message: String::new()
+        })
+    );
+    assert_eq!(alice.state(), State::Closed);
+}
