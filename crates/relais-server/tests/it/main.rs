@@ -7,6 +7,7 @@ mod limits;
 mod metrics;
 mod pacing;
 mod relay;
+mod resume;
 mod rooms;
 mod support;
 mod tls;
