@@ -251,7 +251,8 @@ async fn serve<S: FrameSource, W: FrameSink>(
                 Ok(ClientFrame::Hello(hello)) => Ok(hello),
                 Ok(ClientFrame::ListRooms) => Err(room_list(relay)),
                 Ok(other) => Err(vec![protocol_error(&format!(
-                    "expected HELLO, got {other:?}"
+                    "expected HELLO, got {}",
+                    frame_name(&other)
                 ))]),
                 // A resume token that is not ASCII does not decode: a
                 // protocol error like a too long one, not a refusal.
@@ -710,6 +711,18 @@ async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes], deadline: Dura
         }
     })
     .await;
+}
+
+/// A client frame's type as PROTOCOL.md names it, for texts sent back.
+fn frame_name(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Hello(_) => "HELLO",
+        ClientFrame::Data(_) => "DATA",
+        ClientFrame::ListRooms => "LIST_ROOMS",
+        ClientFrame::Ping => "PING",
+        ClientFrame::Pong => "PONG",
+        ClientFrame::Goodbye(..) => "GOODBYE",
+    }
 }
 
 fn goodbye(reason: CloseReason, text: &str) -> Bytes {
