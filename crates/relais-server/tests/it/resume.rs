@@ -3,6 +3,8 @@
 //! the grace period's end, with raw frames over TCP (and over in-memory
 //! pipes under a paused clock for the keepalive).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,7 +80,16 @@ async fn present(
 /// Proves nothing else is queued for `c`: a ping's pong comes next.
 async fn nothing_pending<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Raw<S>) {
     c.send(ClientFrame::Ping).await;
-    assert_eq!(c.next().await, Some(ServerFrame::Pong));
+    match c.next().await {
+        Some(ServerFrame::Pong) => {}
+        Some(ServerFrame::Message { sender, payload }) => {
+            panic!(
+                "a message from {sender} ({} bytes) was pending",
+                payload.len()
+            )
+        }
+        other => panic!("{other:?} was pending"),
+    }
 }
 
 fn msg(sender: &str, payload: &'static str) -> Option<ServerFrame> {
@@ -385,6 +396,85 @@ async fn a_resumed_seat_skips_the_join_token_and_stays_read_only() {
         host.next().await,
         Some(ServerFrame::Left("viewer".into(), CloseReason::ReadOnly))
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_parked_and_can_resume() {
+    let s = TestServer::with_config(Config {
+        write_deadline: Duration::from_millis(500),
+        ..unlimited()
+    })
+    .await;
+    let mut stalled = Raw::connect(s.addr, Some(4096)).await;
+    let w = stalled
+        .handshake(resume_hello("stalled", "", false, ""))
+        .await
+        .unwrap();
+    let (_, token) = resume_of(&w);
+    let mut healthy = join_plain(&s, "", "healthy").await;
+    let mut sender = join_plain(&s, "", "sender").await;
+    assert_eq!(
+        healthy.next().await,
+        Some(ServerFrame::Joined("sender".into()))
+    );
+
+    // The sender streams until the stalled reader's connection is gone
+    // (bounded, in case it never is).
+    let stop = Arc::new(AtomicBool::new(false));
+    let send = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut seq = 0u32;
+            while !stop.load(Ordering::Relaxed) && seq < 200_000 {
+                sender.data(seq_payload(seq, 16 * 1024)).await;
+                seq += 1;
+            }
+            sender
+        }
+    });
+    // healthy reads meanwhile; told to finish, it proves nothing but
+    // messages came (a pong after everything queued before it).
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        tokio::pin!(finished);
+        let mut pinged = false;
+        loop {
+            let frame = tokio::select! {
+                frame = healthy.next() => frame,
+                _ = &mut finished, if !pinged => {
+                    pinged = true;
+                    healthy.send(ClientFrame::Ping).await;
+                    continue;
+                }
+            };
+            match frame {
+                Some(ServerFrame::Message { .. }) => {}
+                Some(ServerFrame::Pong) if pinged => return healthy,
+                other => panic!("healthy saw {other:?}"),
+            }
+        }
+    });
+    until_connections(&s, 2).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut sender = send.await.unwrap();
+    // A pong after all of the sender's data was relayed.
+    sender.send(ClientFrame::Ping).await;
+    assert_eq!(sender.next().await, Some(ServerFrame::Pong));
+    // Its seat is kept, and nobody was told.
+    assert_eq!(s.server.relay().member_count(), 3);
+    finish.send(()).unwrap();
+    let _healthy = reader.await.unwrap();
+
+    let (mut back, w) = present(&s, "", "stalled", &token).await.unwrap();
+    assert!(resume_of(&w).0);
+    assert_eq!(w.members, ["stalled", "healthy", "sender"]);
+    assert!(matches!(
+        back.next().await,
+        Some(ServerFrame::Message { sender, .. }) if sender == "sender"
+    ));
+    nothing_pending(&mut back).await;
+    drop(stalled);
     s.stop().await;
 }
 
