@@ -311,13 +311,8 @@ async fn serve<S: FrameSource, W: FrameSink>(
         room = membership.room()
     );
     source.set_max_frame_len(MAX_FRAME_LEN);
-    if resumed {
-        info!(parent: &span, "resumed");
-    } else {
-        info!(parent: &span, "joined");
-    }
-    let ended = relay_member(source, sink, ctx, membership, outbox, span.clone())
-        .instrument(span.clone())
+    let ended = relay_member(source, sink, ctx, membership, outbox, resumed, span.clone())
+        .instrument(span)
         .await;
     match ended {
         Ended::Left => None,
@@ -325,7 +320,6 @@ async fn serve<S: FrameSource, W: FrameSink>(
         Ended::TakenOver => {
             // No goodbye: the client is (or will be) on its new connection.
             // The end of the stream tells this one, if it still listens.
-            debug!(parent: &span, "taken over by a resume");
             let _ = tokio::time::timeout(config.write_deadline, sink.close()).await;
             None
         }
@@ -349,9 +343,19 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     ctx: &ServerContext,
     membership: Membership,
     outbox: Arc<Outbox>,
+    resumed: bool,
     span: tracing::Span,
 ) -> Ended {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
+    if resumed {
+        info!("resumed");
+    } else {
+        info!("joined");
+    }
+    let taken_over = || {
+        debug!("taken over by a resume");
+        Ended::TakenOver
+    };
     let writer = write_loop(&outbox, sink, ctx, membership.room_handle());
     tokio::pin!(writer);
     let reason = tokio::select! {
@@ -360,7 +364,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         biased;
         reason = read_loop(source, relay, &membership, &outbox, ctx) => reason,
         reason = &mut writer => reason,
-        () = membership.taken_over() => return Ended::TakenOver,
+        () = membership.taken_over() => return taken_over(),
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };
     let grace = config.resume_grace.min(MAX_RESUME_GRACE);
@@ -377,7 +381,7 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         Ended::Left
     } else {
         // A resume took the seat while this connection was ending.
-        return Ended::TakenOver;
+        return taken_over();
     };
     // The writer sends what is waiting and then the goodbye, unless it is the
     // one that failed (a dead or stalled socket gets no goodbye).
