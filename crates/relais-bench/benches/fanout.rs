@@ -9,6 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use relais_server::budget::MemoryBudget;
 use relais_server::outbox::{Batch, Outbox};
+use relais_server::relay::Seat;
 use relais_server::Relay;
 
 const RECIPIENTS: usize = 100;
@@ -33,7 +34,15 @@ fn bench_fanout(c: &mut Criterion) {
         .enumerate()
         .map(|(i, o)| {
             relay
-                .join("bench", &format!("player-{i:03}"), true, o.clone())
+                .join(
+                    "bench",
+                    &format!("player-{i:03}"),
+                    Seat {
+                        echo: true,
+                        ..Seat::default()
+                    },
+                    o.clone(),
+                )
                 .expect("join")
         })
         .collect();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use relais_server::auth::Verifier;
+use relais_server::config::MAX_RESUME_GRACE;
 use relais_server::origins::AllowedOrigins;
 use relais_server::Config;
 use serde::Deserialize;
@@ -51,6 +52,12 @@ pub struct ServeArgs {
     /// goodbye [default: 5].
     #[arg(long)]
     pub shutdown_grace: Option<f64>,
+    /// Seconds the seat of a client that can resume is kept after its
+    /// connection is lost (its name held, the room told nothing), for it to
+    /// reconnect and take it back; 0 never keeps one; at most 300
+    /// [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub resume_grace: Option<f64>,
     /// Messages a second one client may send; the excess is conflated
     /// (newest kept) [default: 120].
     #[arg(long)]
@@ -130,6 +137,7 @@ pub struct FileSettings {
     keepalive: Option<f64>,
     handshake_timeout: Option<f64>,
     shutdown_grace: Option<f64>,
+    resume_grace: Option<f64>,
     max_message_rate: Option<u32>,
     message_burst: Option<u32>,
     max_pending_bytes: Option<usize>,
@@ -294,6 +302,8 @@ impl Settings {
                 .max_memory_bytes
                 .or(file.max_memory_bytes)
                 .unwrap_or(d.max_memory_bytes),
+            resume_grace: resume_grace(args.resume_grace.or(file.resume_grace))?
+                .unwrap_or(d.resume_grace),
         };
         // One largest frame must fit, or every recipient of one would be
         // dropped as a slow consumer.
@@ -347,6 +357,19 @@ impl Settings {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
+}
+
+/// `resume_grace`, if set: 0 (never park) to [`MAX_RESUME_GRACE`].
+fn resume_grace(secs: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    let Some(s) = secs else {
+        return Ok(None);
+    };
+    let max = MAX_RESUME_GRACE.as_secs();
+    anyhow::ensure!(
+        (0.0..=max as f64).contains(&s),
+        "resume-grace must be 0 (never keep a lost member's seat) to {max} seconds, not {s}"
+    );
+    Ok(Some(Duration::from_secs_f64(s)))
 }
 
 /// The TLS files, flags over file; both or neither.
@@ -510,6 +533,39 @@ mod tests {
             s.config.keepalive_interval,
             Config::default().keepalive_interval
         );
+    }
+
+    #[test]
+    fn resume_grace_is_zero_to_300_seconds() {
+        let grace = |flag: Option<f64>, file: &str| {
+            let file: FileSettings = toml::from_str(file).unwrap();
+            let args = ServeArgs {
+                resume_grace: flag,
+                ..ServeArgs::default()
+            };
+            Settings::resolve(&args, &file).map(|s| s.config.resume_grace)
+        };
+        assert_eq!(grace(None, "").unwrap(), Duration::from_secs(10));
+        assert_eq!(grace(None, "resume_grace = 0\n").unwrap(), Duration::ZERO);
+        assert_eq!(
+            grace(None, "resume_grace = 300\n").unwrap(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            grace(Some(0.25), "resume_grace = 300\n").unwrap(),
+            Duration::from_millis(250),
+            "the flag wins"
+        );
+        for (flag, file) in [
+            (Some(301.0), ""),
+            (None, "resume_grace = 301\n"),
+            (None, "resume_grace = 300.5\n"),
+            (Some(-1.0), ""),
+            (Some(f64::NAN), ""),
+        ] {
+            let err = grace(flag, file).unwrap_err().to_string();
+            assert!(err.contains("resume-grace") && err.contains("300"), "{err}");
+        }
     }
 
     #[test]
@@ -716,6 +772,7 @@ mod tests {
             ("keepalive", seconds(c.keepalive_interval)),
             ("write_deadline", seconds(c.write_deadline)),
             ("shutdown_grace", seconds(c.shutdown_grace)),
+            ("resume_grace", seconds(c.resume_grace)),
             ("flush_interval", seconds(c.flush_interval)),
             ("max_message_rate", count(f64::from(c.max_message_rate))),
             ("message_burst", count(f64::from(c.message_burst))),

@@ -74,7 +74,19 @@ pub struct Config {
     /// [`crate::budget`]): past 7/8 of it, new connections and joins are
     /// refused "server overloaded"; at it, relayed messages wait.
     pub max_memory_bytes: usize,
+    /// How long the seat of a member that can resume (its `HELLO` set
+    /// `FLAG_RESUME`) is kept, parked, after its connection is lost, times
+    /// out or is dropped as a slow consumer: its name, place and latest
+    /// message stay, nobody is told, nothing is queued for it. A connection
+    /// presenting its resume token within this time takes it back unseen;
+    /// after it, the member leaves with the original reason. Zero never
+    /// parks. At most [`MAX_RESUME_GRACE`]; a larger value counts as that.
+    pub resume_grace: Duration,
 }
+
+/// The longest [`Config::resume_grace`]: every parked seat holds a name and
+/// its latest message, and each took a join from its address's join rate.
+pub const MAX_RESUME_GRACE: Duration = Duration::from_secs(300);
 
 impl Default for Config {
     fn default() -> Self {
@@ -96,6 +108,7 @@ impl Default for Config {
             max_joins_per_ip: 10,
             join_burst_per_ip: 30,
             max_memory_bytes: 512 * 1024 * 1024,
+            resume_grace: Duration::from_secs(10),
         }
     }
 }

@@ -7,7 +7,9 @@
 //! - [`pacing`]: how much each recipient's connection may hold in the kernel
 //!   ([`tcp_info`] reads it), so state waits where it is conflated.
 //! - [`session`]: one connection's life (handshake, reader, writer, goodbye),
-//!   generic over a [`session::FrameSource`]/[`session::FrameSink`] pair.
+//!   generic over a [`session::FrameSource`]/[`session::FrameSink`] pair;
+//!   a resumable member's seat parked when its connection is lost.
+//! - [`resume`]: the tokens that take a parked seat back.
 //! - [`tcp`]: the TCP transport.
 //! - [`ws`]: the WebSocket transport (browsers), and [`web`]: the HTTP side
 //!   of its listener (upgrade, demo page).
@@ -39,6 +41,7 @@ pub mod pacing;
 pub mod per_ip;
 pub mod rate;
 pub mod relay;
+pub mod resume;
 pub mod session;
 pub mod tcp;
 pub mod tcp_info;

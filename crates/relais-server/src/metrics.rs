@@ -63,7 +63,7 @@ impl Transport {
 
 /// The `reason` label of `relais_refusals_total`, by wire code (index 0:
 /// a code this server does not send).
-const REFUSE_LABELS: [&str; 14] = [
+const REFUSE_LABELS: [&str; 15] = [
     "other",
     "name_taken",
     "invalid_name",
@@ -78,6 +78,7 @@ const REFUSE_LABELS: [&str; 14] = [
     "overloaded",
     "too_many_connections",
     "too_many_joins",
+    "resume_invalid",
 ];
 
 /// The `reason` label of `relais_leaves_total`, by wire code (the last: a

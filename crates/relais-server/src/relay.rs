@@ -9,6 +9,19 @@
 //! "join + snapshot" and "publish" atomic with respect to each other: a late
 //! joiner gets every member's latest message exactly once, from the snapshot
 //! or live.
+//!
+//! Seats and connections: a member's seat can outlive its connection. A
+//! member that joined with `FLAG_RESUME` and whose connection is lost is
+//! *parked* ([`Relay::park`]): it keeps its place, name and latest message,
+//! but has no outbox, so fan-out skips it and nobody is told. A later
+//! connection with the seat's resume token ([`crate::resume`]) takes it back
+//! ([`Relay::resume`]), parked or still attached to a connection not yet
+//! seen to die. Every attachment of a seat has a number, and a
+//! [`Membership`] is the seat *as one attachment holds it*: publishing,
+//! parking and leaving with a membership whose attachment is no longer the
+//! seat's do nothing. That check, made under the room lock, is what makes a
+//! resume and the end of the grace period (or the old connection's end)
+//! race-free: whichever takes the lock first decides.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,13 +29,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use relais_protocol::{
-    encode_message, name_key, CloseReason, RefuseReason, RoomInfo, ServerFrame, Welcome,
+    encode_message, name_key, CloseReason, RefuseReason, Resume, RoomInfo, ServerFrame, Welcome,
     MAX_PAYLOAD, MAX_ROOM_MEMBERS, VERSION,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::budget::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, ENTRY_COST, UNTIMED_MESSAGE};
+use crate::resume::ResumeKey;
 
 /// All rooms of one server.
 #[derive(Debug)]
@@ -31,6 +46,7 @@ pub struct Relay {
     next_id: AtomicU64,
     budget: Arc<MemoryBudget>,
     metrics: Metrics,
+    resume_key: ResumeKey,
 }
 
 impl Default for Relay {
@@ -57,18 +73,46 @@ struct Member {
     /// The name's comparison key ([`name_key`]): one name per key in a room.
     key: Box<str>,
     echo: bool,
-    outbox: Arc<Outbox>,
+    /// Where its frames go; `None` while parked (nothing is queued for it).
+    outbox: Option<Arc<Outbox>>,
     /// The member's latest relayed message, encoded: the late-joiner snapshot.
     latest: Option<Bytes>,
+    /// Joined with `FLAG_RESUME`: parked, not removed, when its connection
+    /// is lost.
+    resumable: bool,
+    /// Its join token made it read-only; a resume keeps it so.
+    read_only: bool,
+    /// Which attachment holds the seat: 0 for the joining connection, one
+    /// more for each resume.
+    attachment: u64,
+    /// Cancelled when the current attachment loses the seat to a resume.
+    detached: CancellationToken,
 }
 
-/// A client's place in a room, returned by [`Relay::join`]. Give it back to
-/// [`Relay::leave`] when the client goes.
+/// How a new member joins ([`Relay::join`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seat {
+    /// It receives its own messages.
+    pub echo: bool,
+    /// It can resume (`FLAG_RESUME`): its `WELCOME` carries a resume token,
+    /// and its seat is parked rather than freed when its connection is lost.
+    pub resumable: bool,
+    /// It may not send (its join token says so); kept across resumes.
+    pub read_only: bool,
+}
+
+/// A client's place in a room as one connection holds it, returned by
+/// [`Relay::join`] and [`Relay::resume`]. Give it back to [`Relay::leave`]
+/// when the client goes (or to [`Relay::park`] first).
 #[derive(Debug)]
 pub struct Membership {
     room: Arc<Room>,
     id: u64,
     name: Arc<str>,
+    attachment: u64,
+    detached: CancellationToken,
+    resumable: bool,
+    read_only: bool,
 }
 
 /// A room, held by a member's writer to pull its snapshot from
@@ -91,6 +135,27 @@ impl Membership {
     pub fn room(&self) -> &str {
         &self.room.name
     }
+
+    /// Whether the seat may be parked ([`Relay::park`]).
+    pub fn resumable(&self) -> bool {
+        self.resumable
+    }
+
+    /// Whether the member may only receive.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Completes when another connection has taken this seat
+    /// ([`Relay::resume`]): this one is to end without a word.
+    pub async fn taken_over(&self) {
+        self.detached.cancelled().await;
+    }
+
+    /// Whether another connection has taken this seat.
+    pub fn is_taken_over(&self) -> bool {
+        self.detached.is_cancelled()
+    }
 }
 
 impl Relay {
@@ -107,6 +172,7 @@ impl Relay {
             next_id: AtomicU64::new(0),
             budget,
             metrics: Metrics::disabled(),
+            resume_key: ResumeKey::random(),
         }
     }
 
@@ -116,18 +182,25 @@ impl Relay {
         self
     }
 
+    /// The key this relay's resume tokens are issued and checked with.
+    pub fn resume_key(&self) -> &ResumeKey {
+        &self.resume_key
+    }
+
     /// Registers `name` in `room` (created if needed), with `outbox` as its
     /// way out, unless the room holds a name with the same comparison key
-    /// ([`name_key`]: look-alikes are one name). On success the outbox
-    /// already holds the `WELCOME` and owes
-    /// the latest message of every other member (the snapshot, pulled with
-    /// [`fill_snapshot`](Self::fill_snapshot)); every other member's outbox
-    /// holds a `JOINED`. Name and room must already be validated.
+    /// ([`name_key`]: look-alikes are one name; a parked seat keeps its
+    /// name). On success the outbox already holds the `WELCOME` (with a
+    /// resume token if the seat is resumable) and owes the latest message
+    /// of every other member (the snapshot, pulled with
+    /// [`fill_snapshot`](Self::fill_snapshot)); every other attached
+    /// member's outbox holds a `JOINED`. Name and room must already be
+    /// validated.
     pub fn join(
         &self,
         room: &str,
         name: &str,
-        echo: bool,
+        seat: Seat,
         outbox: Arc<Outbox>,
     ) -> Result<Membership, RefuseReason> {
         let mut rooms = lock(&self.rooms);
@@ -161,33 +234,36 @@ impl Relay {
             return Err(reason);
         }
 
+        // Ids are taken under the room lock: members stay in id order.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = name.into();
         let joined = ServerFrame::Joined(name.to_string()).to_bytes();
         let mut names = Vec::with_capacity(members.len() + 1);
         for m in members.iter() {
-            m.outbox.push_event(joined.clone());
+            if let Some(o) = &m.outbox {
+                o.push_event(joined.clone());
+            }
             names.push(m.name.to_string());
         }
         names.push(name.to_string());
-        outbox.push_event(
-            ServerFrame::Welcome(Welcome {
-                version: VERSION,
-                max_payload: MAX_PAYLOAD as u32,
-                room: room.name.to_string(),
-                members: names,
-                resume: None,
-            })
-            .to_bytes(),
-        );
+        let resume = seat.resumable.then(|| Resume {
+            resumed: false,
+            token: self.resume_key.issue(&room.name, &name, id),
+        });
+        outbox.push_event(welcome(&room.name, names, resume));
         outbox.owe_snapshot(members.iter().filter(|m| m.latest.is_some()).map(|m| m.id));
+        let detached = CancellationToken::new();
         members.push(Member {
             id,
             name: name.clone(),
             key,
-            echo,
-            outbox,
+            echo: seat.echo,
+            outbox: Some(outbox),
             latest: None,
+            resumable: seat.resumable,
+            read_only: seat.read_only,
+            attachment: 0,
+            detached: detached.clone(),
         });
         drop(members);
         self.metrics.joined();
@@ -195,7 +271,83 @@ impl Relay {
             room: room.clone(),
             id,
             name,
+            attachment: 0,
+            detached,
+            resumable: seat.resumable,
+            read_only: seat.read_only,
         })
+    }
+
+    /// Gives seat `id`, held by `name` in `room` (as its resume token says),
+    /// to a new connection with `outbox` as its way out, whether the seat is
+    /// parked or still attached to another connection (which is told to end
+    /// silently: [`Membership::taken_over`]). Nobody else is told. The
+    /// outbox then holds a `WELCOME` with `RESUMED` set, the current member
+    /// list and `token`, and owes the latest message of every other member.
+    /// `echo` is the new connection's choice. `None`: the seat is gone.
+    pub fn resume(
+        &self,
+        room: &str,
+        name: &str,
+        id: u64,
+        echo: bool,
+        token: String,
+        outbox: Arc<Outbox>,
+    ) -> Option<Membership> {
+        let room = lock(&self.rooms).get(room)?.clone();
+        let mut members = lock(&room.members);
+        // Members are in join order, so in id order.
+        let i = members.binary_search_by_key(&id, |m| m.id).ok()?;
+        if *members[i].name != *name {
+            return None; // Not what the token was issued for.
+        }
+        let names = members.iter().map(|m| m.name.to_string()).collect();
+        let resume = Some(Resume {
+            resumed: true,
+            token,
+        });
+        outbox.push_event(welcome(&room.name, names, resume));
+        outbox.owe_snapshot(
+            members
+                .iter()
+                .filter(|m| m.id != id && m.latest.is_some())
+                .map(|m| m.id),
+        );
+        let seat = &mut members[i];
+        seat.detached.cancel();
+        seat.detached = CancellationToken::new();
+        seat.attachment += 1;
+        seat.outbox = Some(outbox);
+        seat.echo = echo;
+        let membership = Membership {
+            room: room.clone(),
+            id,
+            name: seat.name.clone(),
+            attachment: seat.attachment,
+            detached: seat.detached.clone(),
+            resumable: seat.resumable,
+            read_only: seat.read_only,
+        };
+        Some(membership)
+    }
+
+    /// Detaches a resumable member's seat from its connection: it stays in
+    /// the room (name, place, latest message), nothing is queued for it, and
+    /// nobody is told, until it is resumed or [`leave`](Self::leave)s.
+    /// Returns `false`, doing nothing, if the seat is not resumable or this
+    /// membership no longer holds it.
+    pub fn park(&self, membership: &Membership) -> bool {
+        if !membership.resumable {
+            return false;
+        }
+        let mut members = lock(&membership.room.members);
+        match current(&members, membership) {
+            Some(i) => {
+                members[i].outbox = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Relays `payload` from `from` to every member of its room (the sender
@@ -216,6 +368,11 @@ impl Relay {
         let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
             return Ok(()); // Already gone.
         };
+        if members[sender].attachment != from.attachment {
+            return Ok(()); // Taken over: this connection speaks for nobody.
+        }
+        // Parked members are charged too, and given back in the loop: no
+        // second pass to count them.
         let recipients = members.len() - usize::from(!members[sender].echo);
         let cost = (frame.len() + ENTRY_COST) * recipients + frame.len();
         if !self.budget.try_data(cost) {
@@ -226,9 +383,14 @@ impl Relay {
         let mut conflated = 0;
         for m in members.iter() {
             if m.id != from.id || m.echo {
-                let pushed = m.outbox.push_reserved(from.id, frame.clone(), stamp);
-                freed += pushed.release;
-                conflated += u64::from(pushed.replaced);
+                match &m.outbox {
+                    Some(o) => {
+                        let pushed = o.push_reserved(from.id, frame.clone(), stamp);
+                        freed += pushed.release;
+                        conflated += u64::from(pushed.replaced);
+                    }
+                    None => freed += frame.len() + ENTRY_COST,
+                }
             }
         }
         drop(members);
@@ -276,29 +438,33 @@ impl Relay {
         false
     }
 
-    /// Removes a member, tells the rest of its room why it left, and removes
-    /// the room with all its state if it is now empty. The member's name is
-    /// free again when this returns.
-    pub fn leave(&self, membership: Membership, reason: CloseReason) {
+    /// Removes a member (attached or parked), tells the rest of its room why
+    /// it left, and removes the room with all its state if it is now empty.
+    /// The member's name is free again when this returns. Returns `false`,
+    /// doing nothing, if the seat is gone or another connection has taken it
+    /// ([`resume`](Self::resume)): then nobody is told anything.
+    pub fn leave(&self, membership: Membership, reason: CloseReason) -> bool {
         let mut rooms = lock(&self.rooms);
         let room = &membership.room;
         let mut members = lock(&room.members);
-        if let Ok(i) = members.binary_search_by_key(&membership.id, |m| m.id) {
-            // `remove`, not `swap_remove`: members stay in join order, which
-            // is id order (see `fill_snapshot`).
-            let gone = members.remove(i);
-            self.budget.release(gone.latest.map_or(0, |f| f.len()));
-            self.metrics.left(reason);
-        }
+        let Some(i) = current(&members, &membership) else {
+            return false;
+        };
+        // `remove`, not `swap_remove`: members stay in join order, which is
+        // id order (see `fill_snapshot`).
+        let gone = members.remove(i);
+        self.budget.release(gone.latest.map_or(0, |f| f.len()));
+        self.metrics.left(reason);
         if members.is_empty() {
             rooms.remove(&room.name);
             self.metrics.rooms_changed(-1);
-            return;
+            return true;
         }
         let left = ServerFrame::Left(membership.name.to_string(), reason).to_bytes();
-        for m in members.iter() {
-            m.outbox.push_event(left.clone());
+        for o in members.iter().filter_map(|m| m.outbox.as_ref()) {
+            o.push_event(left.clone());
         }
+        true
     }
 
     /// Every room with its member count, sorted by name.
@@ -327,6 +493,28 @@ impl Relay {
     }
 }
 
+/// Where the seat `membership` names is in `members`, if that membership
+/// still holds it (the seat is there and no resume has taken it since).
+fn current(members: &[Member], membership: &Membership) -> Option<usize> {
+    // Members are in join order, so in id order.
+    let i = members
+        .binary_search_by_key(&membership.id, |m| m.id)
+        .ok()?;
+    (members[i].attachment == membership.attachment).then_some(i)
+}
+
+/// An encoded `WELCOME` to `room` with `members`.
+fn welcome(room: &str, members: Vec<String>, resume: Option<Resume>) -> Bytes {
+    ServerFrame::Welcome(Welcome {
+        version: VERSION,
+        max_payload: MAX_PAYLOAD as u32,
+        room: room.to_string(),
+        members,
+        resume,
+    })
+    .to_bytes()
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent at every await-free step, so a
     // poisoned lock (a panic elsewhere) is safe to keep using.
@@ -338,6 +526,13 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use relais_protocol::FrameDecoder;
+
+    fn seat(echo: bool) -> Seat {
+        Seat {
+            echo,
+            ..Seat::default()
+        }
+    }
 
     fn outbox(relay: &Relay) -> Arc<Outbox> {
         Arc::new(Outbox::new(1 << 20, relay.budget.clone()))
@@ -364,7 +559,7 @@ mod tests {
         let members: Vec<_> = (0..n)
             .map(|i| {
                 relay
-                    .join("r", &format!("m{i}"), true, outbox(relay))
+                    .join("r", &format!("m{i}"), seat(true), outbox(relay))
                     .unwrap()
             })
             .collect();
@@ -385,10 +580,10 @@ mod tests {
     fn late_joiner_gets_welcome_then_latest_of_each_member() {
         let relay = Relay::new();
         let (a, b) = (outbox(&relay), outbox(&relay));
-        let ma = relay.join("r", "a", true, a.clone()).unwrap();
+        let ma = relay.join("r", "a", seat(true), a.clone()).unwrap();
         relay.publish(&ma, b"1").unwrap();
         relay.publish(&ma, b"2").unwrap();
-        let mb = relay.join("r", "b", true, b.clone()).unwrap();
+        let mb = relay.join("r", "b", seat(true), b.clone()).unwrap();
         assert!(!relay.fill_snapshot(&mb.room_handle(), &b, usize::MAX));
         let got = frames(&b);
         assert!(matches!(&got[0], ServerFrame::Welcome(w) if w.members == ["a", "b"]));
@@ -399,28 +594,157 @@ mod tests {
         );
     }
 
+    fn resumable() -> Seat {
+        Seat {
+            resumable: true,
+            ..Seat::default()
+        }
+    }
+
+    /// The resume fields of the first frame, a `WELCOME`, and its members.
+    fn welcome_of(frames: &[ServerFrame]) -> (Option<Resume>, Vec<String>) {
+        match &frames[0] {
+            ServerFrame::Welcome(w) => (w.resume.clone(), w.members.clone()),
+            other => panic!("expected a WELCOME, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_parked_seat_is_skipped_kept_and_taken_back_unseen() {
+        let relay = Relay::new();
+        let (a, b) = (outbox(&relay), outbox(&relay));
+        let ma = relay.join("r", "a", resumable(), a.clone()).unwrap();
+        let (resume, _) = welcome_of(&frames(&a));
+        let token = resume.expect("a resumable seat gets a token").token;
+        assert_eq!(relay.resume_key().verify(&token, "r", "a"), Some(ma.id));
+        let mb = relay.join("r", "b", seat(false), b.clone()).unwrap();
+        relay.publish(&ma, b"a1").unwrap();
+        assert!(relay.park(&ma));
+        // Nothing is queued for a parked seat; its name and state stay.
+        relay.publish(&mb, b"b1").unwrap();
+        let c = outbox(&relay);
+        let mc = relay.join("r", "c", seat(false), c.clone()).unwrap();
+        assert_eq!(
+            relay
+                .join("r", "A", seat(false), outbox(&relay))
+                .unwrap_err(),
+            RefuseReason::NameTaken
+        );
+        relay.fill_snapshot(&mc.room_handle(), &c, usize::MAX);
+        let got = frames(&c);
+        assert_eq!(welcome_of(&got).1, ["a", "b", "c"]);
+        assert_eq!(got[1..], [msg("a", b"a1"), msg("b", b"b1")]);
+        assert_eq!(frames(&a), [ServerFrame::Joined("b".into())]);
+        assert_eq!(relay.member_count(), 3);
+
+        let a2 = outbox(&relay);
+        let token2 = relay.resume_key().issue("r", "a", ma.id);
+        let ra = relay
+            .resume("r", "a", ma.id, true, token2.clone(), a2.clone())
+            .unwrap();
+        relay.fill_snapshot(&ra.room_handle(), &a2, usize::MAX);
+        let got = frames(&a2);
+        let (resume, members) = welcome_of(&got);
+        assert_eq!(
+            resume,
+            Some(Resume {
+                resumed: true,
+                token: token2
+            })
+        );
+        assert_eq!(members, ["a", "b", "c"]);
+        assert_eq!(
+            got[1..],
+            [msg("b", b"b1")],
+            "the others' state, not its own"
+        );
+        assert_eq!(
+            frames(&b)[1..],
+            [msg("a", b"a1"), ServerFrame::Joined("c".into())]
+        );
+        // Echo now on, as the new connection asked.
+        relay.publish(&ra, b"a2").unwrap();
+        assert_eq!(frames(&a2), [msg("a", b"a2")]);
+        assert_eq!(frames(&c), [msg("a", b"a2")]);
+        assert_eq!(frames(&b), [msg("a", b"a2")]);
+
+        // The old attachment speaks for nobody and cannot end the seat.
+        relay.publish(&ma, b"ghost").unwrap();
+        assert!(!relay.park(&ma));
+        assert!(!relay.leave(ma, CloseReason::ConnectionLost));
+        assert!(frames(&b).is_empty() && frames(&c).is_empty());
+        assert_eq!(relay.member_count(), 3);
+        assert!(relay.leave(ra, CloseReason::Normal));
+        assert_eq!(
+            frames(&b),
+            [ServerFrame::Left("a".into(), CloseReason::Normal)]
+        );
+    }
+
+    #[test]
+    fn a_parked_seat_that_leaves_tells_the_room_why_and_cannot_come_back() {
+        let relay = Relay::new();
+        let b = outbox(&relay);
+        let ma = relay.join("r", "a", resumable(), outbox(&relay)).unwrap();
+        let _mb = relay.join("r", "b", seat(false), b.clone()).unwrap();
+        let id = ma.id;
+        assert!(relay.park(&ma));
+        assert!(relay.leave(ma, CloseReason::ConnectionLost));
+        assert_eq!(
+            frames(&b)[1..],
+            [ServerFrame::Left("a".into(), CloseReason::ConnectionLost)]
+        );
+        let token = relay.resume_key().issue("r", "a", id);
+        assert!(relay
+            .resume("r", "a", id, false, token, outbox(&relay))
+            .is_none());
+        assert!(relay.join("r", "a", seat(false), outbox(&relay)).is_ok());
+    }
+
+    #[test]
+    fn a_resume_takes_an_attached_seat_and_tells_its_old_connection() {
+        let relay = Relay::new();
+        let old = relay.join("r", "a", resumable(), outbox(&relay)).unwrap();
+        let plain = relay.join("r", "p", seat(true), outbox(&relay)).unwrap();
+        assert!(!relay.park(&plain), "joined without FLAG_RESUME");
+        assert!(!old.is_taken_over());
+        let token = relay.resume_key().issue("r", "a", old.id);
+        // Another name's seat is not taken.
+        assert!(relay
+            .resume("r", "p", old.id, true, token.clone(), outbox(&relay))
+            .is_none());
+        let new = relay
+            .resume("r", "a", old.id, true, token, outbox(&relay))
+            .unwrap();
+        assert!(old.is_taken_over());
+        assert!(!new.is_taken_over());
+        assert!(new.resumable());
+    }
+
     #[test]
     fn names_are_unique_per_room_and_free_after_leave() {
         let relay = Relay::new();
-        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
+        let m = relay.join("r", "a", seat(true), outbox(&relay)).unwrap();
         assert_eq!(
-            relay.join("r", "a", true, outbox(&relay)).unwrap_err(),
+            relay
+                .join("r", "a", seat(true), outbox(&relay))
+                .unwrap_err(),
             RefuseReason::NameTaken
         );
-        assert!(relay.join("other", "a", true, outbox(&relay)).is_ok());
+        assert!(relay.join("other", "a", seat(true), outbox(&relay)).is_ok());
         relay.leave(m, CloseReason::Normal);
-        assert!(relay.join("r", "a", true, outbox(&relay)).is_ok());
+        assert!(relay.join("r", "a", seat(true), outbox(&relay)).is_ok());
     }
 
     #[test]
     fn echo_off_skips_the_sender_but_keeps_its_snapshot() {
         let relay = Relay::new();
         let a = outbox(&relay);
-        let ma = relay.join("r", "a", false, a.clone()).unwrap();
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
         relay.publish(&ma, b"x").unwrap();
         assert_eq!(frames(&a).len(), 1, "only the welcome");
         let b = outbox(&relay);
-        let mb = relay.join("r", "b", true, b.clone()).unwrap();
+        let mb = relay.join("r", "b", seat(true), b.clone()).unwrap();
         relay.fill_snapshot(&mb.room_handle(), &b, usize::MAX);
         assert_eq!(frames(&b)[1..], [msg("a", b"x")]);
     }
@@ -429,8 +753,8 @@ mod tests {
     fn leave_announces_and_empty_rooms_vanish() {
         let relay = Relay::new();
         let (a, b) = (outbox(&relay), outbox(&relay));
-        let ma = relay.join("r", "a", true, a.clone()).unwrap();
-        let mb = relay.join("r", "b", true, b.clone()).unwrap();
+        let ma = relay.join("r", "a", seat(true), a.clone()).unwrap();
+        let mb = relay.join("r", "b", seat(true), b.clone()).unwrap();
         relay.publish(&ma, b"bye").unwrap();
         relay.leave(ma, CloseReason::SlowConsumer);
         assert_eq!(
@@ -449,11 +773,11 @@ mod tests {
     #[test]
     fn refused_join_does_not_leave_an_empty_room_behind() {
         let relay = Relay::new();
-        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
+        let m = relay.join("r", "a", seat(true), outbox(&relay)).unwrap();
         relay.leave(m, CloseReason::Normal);
         assert_eq!(relay.room_count(), 0);
-        let m = relay.join("r", "a", true, outbox(&relay)).unwrap();
-        assert!(relay.join("r", "a", true, outbox(&relay)).is_err());
+        let m = relay.join("r", "a", seat(true), outbox(&relay)).unwrap();
+        assert!(relay.join("r", "a", seat(true), outbox(&relay)).is_err());
         relay.leave(m, CloseReason::Normal);
         assert_eq!(relay.room_count(), 0);
         assert!(relay.rooms().is_empty());
@@ -464,7 +788,7 @@ mod tests {
         let relay = Relay::new();
         let members = room_with_state(&relay, 10, &[7; 100]);
         let j = outbox(&relay);
-        let mj = relay.join("r", "joiner", true, j.clone()).unwrap();
+        let mj = relay.join("r", "joiner", seat(true), j.clone()).unwrap();
         assert_eq!(frames(&j).len(), 1, "only the welcome: nothing copied in");
         // A live message from m3 replaces what the snapshot owed for it.
         relay.publish(&members[3], b"live").unwrap();
@@ -488,8 +812,8 @@ mod tests {
         let relay = Relay::with_budget(budget.clone());
         let ob = |b: &Arc<MemoryBudget>| Arc::new(Outbox::new(1 << 20, b.clone()));
         let (a, b) = (ob(&budget), ob(&budget));
-        let ma = relay.join("r", "a", false, a.clone()).unwrap();
-        let mb = relay.join("r", "b", false, b.clone()).unwrap();
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let mb = relay.join("r", "b", seat(false), b.clone()).unwrap();
         let base = budget.used();
         // One recipient plus the kept latest: 2 × 500-ish bytes fit once.
         relay.publish(&ma, &[1; 500]).unwrap();
@@ -511,7 +835,7 @@ mod tests {
         // Room for two stored messages at a time, not six.
         let cap = 2 * (1000 + 16 + ENTRY_COST);
         let j = Arc::new(Outbox::new(cap, relay.budget.clone()));
-        let mj = relay.join("r", "joiner", true, j.clone()).unwrap();
+        let mj = relay.join("r", "joiner", seat(true), j.clone()).unwrap();
         frames(&j); // the welcome
         let mut got = 0;
         while j.owes_snapshot() {
@@ -531,10 +855,10 @@ mod tests {
         let budget = Arc::new(MemoryBudget::new(4_000));
         let relay = Relay::with_budget(budget.clone());
         let a = Arc::new(Outbox::new(1 << 20, budget.clone()));
-        let ma = relay.join("r", "a", false, a.clone()).unwrap();
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
         relay.publish(&ma, &[1; 1500]).unwrap();
         let j = Arc::new(Outbox::new(1 << 20, budget.clone()));
-        let mj = relay.join("r", "j", true, j.clone()).unwrap();
+        let mj = relay.join("r", "j", seat(true), j.clone()).unwrap();
         j.wait().await; // the join's wake-up
         frames(&j);
         // Spend the budget: the pull stalls and leaves the debt in place.

@@ -7,6 +7,14 @@
 //! into the relay) and the writer (the client's [`Outbox`] onto its socket).
 //! Whichever ends first decides the close reason; the session then leaves the
 //! room, and the writer gets a bounded time to send a goodbye.
+//!
+//! A member that can resume (its `HELLO` set `FLAG_RESUME`) and whose
+//! connection is lost, times out or is dropped as a slow consumer does not
+//! leave at once: its seat is parked ([`Relay::park`]) and the session, its
+//! connection closed and its admission given back, waits out the resume
+//! grace. If no connection takes the seat back ([`Relay::resume`]) in time,
+//! the member leaves then, with the original reason. A connection whose seat
+//! another one took back ends without a word: no `LEFT`, no `GOODBYE`.
 
 use std::future::Future;
 use std::io;
@@ -22,13 +30,14 @@ use relais_protocol::{
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
 
-use crate::auth::{self, Grant};
+use crate::auth;
 use crate::batching::Batching;
 use crate::budget::Charge;
+use crate::config::MAX_RESUME_GRACE;
 use crate::outbox::{Batch, Outbox, PONG_SLOT};
 use crate::pacing::{Pace, Pacer, SendQueue};
 use crate::rate::{FloodDetector, TokenBucket};
-use crate::relay::{Membership, Relay, RoomHandle};
+use crate::relay::{Membership, Relay, RoomHandle, Seat};
 use crate::{Admission, Config, Refusal, ServerContext};
 
 /// Frame bodies from a client, whatever the transport.
@@ -91,15 +100,70 @@ const SNAPSHOT_CHUNK: usize = 64 * 1024;
 /// While the memory budget is spent, a held message is retried this often.
 const OVERLOAD_RETRY: Duration = Duration::from_millis(10);
 
-/// Serves one client until it leaves, fails, or `shutdown` fires.
+/// Serves one client until it leaves, fails, or `shutdown` fires; then, if
+/// its seat was parked, waits out the resume grace without the connection.
 pub async fn run<S: FrameSource, W: FrameSink>(
     mut source: S,
     mut sink: W,
     ctx: Arc<ServerContext>,
     mut admission: Admission,
 ) {
-    serve(&mut source, &mut sink, &ctx, &mut admission).await;
+    let parked = serve(&mut source, &mut sink, &ctx, &mut admission).await;
     linger(&mut source, LINGER).await;
+    if let Some(parked) = parked {
+        // The connection is over: its socket, its slot, its address's
+        // count and its buffers go now, not when the grace period ends.
+        drop((source, sink, admission));
+        parked.wait_out(&ctx).await;
+    }
+}
+
+/// The close reasons after which a resumable member's seat is parked: the
+/// connection failed, not the member (PROTOCOL.md, section 17).
+const PARKED_REASONS: [CloseReason; 3] = [
+    CloseReason::ConnectionLost,
+    CloseReason::Timeout,
+    CloseReason::SlowConsumer,
+];
+
+/// A seat parked when its connection ended, waiting for a resume.
+struct Parked {
+    membership: Membership,
+    /// Why its connection ended: the reason of its `LEFT` if it is not
+    /// resumed in time.
+    reason: CloseReason,
+    /// When the grace period ends.
+    until: Instant,
+    /// The member's span, for what is logged meanwhile.
+    span: tracing::Span,
+}
+
+impl Parked {
+    /// Until the seat is taken back (nothing to do), or the grace period
+    /// ends or the server shuts down (the member leaves, with the reason
+    /// its connection ended). Whichever of a resume and this leave takes
+    /// the room lock first wins ([`Relay::leave`] checks the attachment).
+    async fn wait_out(self, ctx: &ServerContext) {
+        let Self {
+            membership,
+            reason,
+            until,
+            span,
+        } = self;
+        async move {
+            tokio::select! {
+                biased;
+                () = membership.taken_over() => return,
+                () = tokio::time::sleep_until(until) => {}
+                () = ctx.shutdown.cancelled() => {}
+            }
+            if ctx.relay.leave(membership, reason) {
+                info!(%reason, "left: not resumed in time");
+            }
+        }
+        .instrument(span)
+        .await;
+    }
 }
 
 /// How long a refused connection has for its TLS handshake and then, on
@@ -162,23 +226,24 @@ async fn linger<S: FrameSource>(source: &mut S, limit: Duration) {
     .await;
 }
 
+/// The handshake, then the member's life; returns its seat if parked.
 async fn serve<S: FrameSource, W: FrameSink>(
     source: &mut S,
     sink: &mut W,
     ctx: &ServerContext,
     admission: &mut Admission,
-) {
+) -> Option<Parked> {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
     let first = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
-        () = shutdown.cancelled() => return,
+        () = shutdown.cancelled() => return None,
     };
     let answer = match first {
         Err(_) => {
             debug!("handshake timed out");
             Err(vec![goodbye(CloseReason::Timeout, "handshake timed out")])
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => Err(vec![protocol_error(&e.to_string())]),
         Ok(Ok(Some(body))) => {
             let is_hello = body.first() == Some(&kind::HELLO);
@@ -186,9 +251,12 @@ async fn serve<S: FrameSource, W: FrameSink>(
                 Ok(ClientFrame::Hello(hello)) => Ok(hello),
                 Ok(ClientFrame::ListRooms) => Err(room_list(relay)),
                 Ok(other) => Err(vec![protocol_error(&format!(
-                    "expected HELLO, got {other:?}"
+                    "expected HELLO, got {}",
+                    frame_name(&other)
                 ))]),
-                Err(DecodeError::InvalidUtf8 { field }) if is_hello => {
+                // A resume token that is not ASCII does not decode: a
+                // protocol error like a too long one, not a refusal.
+                Err(DecodeError::InvalidUtf8 { field }) if is_hello && field != "resume_token" => {
                     let reason = match field {
                         "room" => RefuseReason::InvalidRoom,
                         "token" => RefuseReason::TokenInvalid,
@@ -218,18 +286,20 @@ async fn serve<S: FrameSource, W: FrameSink>(
                     vec![refusal(RefuseReason::Overloaded, "server overloaded")]
                 }
             };
-            return send_final(sink, &last_words, config.write_deadline).await;
+            send_final(sink, &last_words, config.write_deadline).await;
+            return None;
         }
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes, ctx.budget.clone()));
-    let (membership, grant) = match admit(ctx, admission, &hello, outbox.clone()) {
+    let (membership, resumed) = match admit(ctx, admission, &hello, outbox.clone()) {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
             debug!(client = hello.name.as_str(), %reason, "refused");
             ctx.metrics.refused(reason);
             let last_words = [refusal(reason, &text)];
-            return send_final(sink, &last_words, config.write_deadline).await;
+            send_final(sink, &last_words, config.write_deadline).await;
+            return None;
         }
     };
     // Fields are recorded as strings: quoted and escaped in text logs,
@@ -241,9 +311,29 @@ async fn serve<S: FrameSource, W: FrameSink>(
         room = membership.room()
     );
     source.set_max_frame_len(MAX_FRAME_LEN);
-    relay_member(source, sink, ctx, membership, outbox, grant)
+    let ended = relay_member(source, sink, ctx, membership, outbox, resumed, span.clone())
         .instrument(span)
         .await;
+    match ended {
+        Ended::Left => None,
+        Ended::Parked(parked) => Some(parked),
+        Ended::TakenOver => {
+            // No goodbye: the client is (or will be) on its new connection.
+            // The end of the stream tells this one, if it still listens.
+            let _ = tokio::time::timeout(config.write_deadline, sink.close()).await;
+            None
+        }
+    }
+}
+
+/// How a member's connection ended.
+enum Ended {
+    /// The member left its room (the others were told).
+    Left,
+    /// Its seat is parked, waiting for a resume.
+    Parked(Parked),
+    /// Another connection took the seat back: end without a word.
+    TakenOver,
 }
 
 /// The life of a registered member: relay its frames, write its outbox.
@@ -253,22 +343,46 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
     ctx: &ServerContext,
     membership: Membership,
     outbox: Arc<Outbox>,
-    grant: Grant,
-) {
+    resumed: bool,
+    span: tracing::Span,
+) -> Ended {
     let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
-    info!("joined");
+    if resumed {
+        info!("resumed");
+    } else {
+        info!("joined");
+    }
+    let taken_over = || {
+        debug!("taken over by a resume");
+        Ended::TakenOver
+    };
     let writer = write_loop(&outbox, sink, ctx, membership.room_handle());
     tokio::pin!(writer);
     let reason = tokio::select! {
         // Reader first: when the client's goodbye and the reset that follows
         // it are seen in one poll, the reason is the goodbye.
         biased;
-        reason = read_loop(source, relay, &membership, &outbox, ctx, grant) => reason,
+        reason = read_loop(source, relay, &membership, &outbox, ctx) => reason,
         reason = &mut writer => reason,
+        () = membership.taken_over() => return taken_over(),
         () = shutdown.cancelled() => CloseReason::ServerShutdown,
     };
-    relay.leave(membership, reason);
-    info!(%reason, "left");
+    let grace = config.resume_grace.min(MAX_RESUME_GRACE);
+    let ended = if PARKED_REASONS.contains(&reason) && !grace.is_zero() && relay.park(&membership) {
+        info!(%reason, ?grace, "parked");
+        Ended::Parked(Parked {
+            membership,
+            reason,
+            until: Instant::now() + grace,
+            span,
+        })
+    } else if relay.leave(membership, reason) {
+        info!(%reason, "left");
+        Ended::Left
+    } else {
+        // A resume took the seat while this connection was ending.
+        return taken_over();
+    };
     // The writer sends what is waiting and then the goodbye, unless it is the
     // one that failed (a dead or stalled socket gets no goodbye).
     if !matches!(
@@ -278,32 +392,35 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
         outbox.close(reason);
         let _ = tokio::time::timeout(config.shutdown_grace, &mut writer).await;
     }
+    ended
 }
 
 /// Checks a handshake and registers the client under its name's NFC form
-/// (see `relais_protocol::normalize_name`), or says why not. The join rate
-/// and the budget first (cheap, and they bound the work a stranger can
-/// cause), then the token (nobody sees a client join that it does not
-/// admit), then version, names and the room.
+/// (see `relais_protocol::normalize_name`), or gives it back its seat, or
+/// says why not; `true` with a seat taken back. The join rate and the
+/// budget first (cheap, and they bound the work a stranger can cause), then
+/// a resume token, then the join token (nobody sees a client join that it
+/// does not admit), then version, names and the room.
 fn admit(
     ctx: &ServerContext,
     admission: &Admission,
     hello: &Hello,
     outbox: Arc<Outbox>,
-) -> Result<(Membership, Grant), (RefuseReason, String)> {
+) -> Result<(Membership, bool), (RefuseReason, String)> {
     let refused = |reason: RefuseReason| (reason, reason.to_string());
     admission.try_join().map_err(refused)?;
     if ctx.budget.used() > ctx.budget.admission_ceiling() {
         return Err(refused(RefuseReason::Overloaded));
     }
+    if let Some(token) = hello.resume.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(membership) = resume(ctx, hello, token, outbox.clone())? {
+            return Ok((membership, true));
+        }
+        debug!("resume token for a seat that is gone: joining afresh");
+    }
     let grant = auth::check_hello(ctx.auth.as_ref(), hello, auth::unix_now())
         .map_err(|e| (e.refuse_reason(), e.to_string()))?;
-    if hello.version != VERSION {
-        return Err((
-            RefuseReason::UnsupportedVersion,
-            format!("this server speaks version {VERSION}"),
-        ));
-    }
+    check_version(hello)?;
     let name =
         normalize_name(&hello.name).map_err(|e| (RefuseReason::InvalidName, e.to_string()))?;
     let room = if hello.room.is_empty() {
@@ -311,11 +428,57 @@ fn admit(
     } else {
         normalize_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?
     };
+    let seat = Seat {
+        echo: hello.echo,
+        resumable: hello.resume.is_some(),
+        read_only: grant.read_only,
+    };
     let membership = ctx
         .relay
-        .join(&room, &name, hello.echo, outbox)
+        .join(&room, &name, seat, outbox)
         .map_err(refused)?;
-    Ok((membership, grant))
+    Ok((membership, false))
+}
+
+/// Takes back the seat `token` names, if this server issued it for the
+/// `HELLO`'s name and room (else `REFUSED` 14) and the seat is still there
+/// (else `None`: the client joins afresh). The join token is not checked
+/// again: the seat was admitted once, as a member outlives its token.
+fn resume(
+    ctx: &ServerContext,
+    hello: &Hello,
+    token: &str,
+    outbox: Arc<Outbox>,
+) -> Result<Option<Membership>, (RefuseReason, String)> {
+    let invalid = || {
+        let reason = RefuseReason::ResumeInvalid;
+        (reason, reason.to_string())
+    };
+    // Tokens are issued for registered names, which are valid: a name or
+    // room that is not cannot match one.
+    let name = normalize_name(&hello.name).map_err(|_| invalid())?;
+    let room = if hello.room.is_empty() {
+        DEFAULT_ROOM.to_string()
+    } else {
+        normalize_room(&hello.room).map_err(|_| invalid())?
+    };
+    let key = ctx.relay.resume_key();
+    let id = key.verify(token, &room, &name).ok_or_else(invalid)?;
+    check_version(hello)?;
+    let token = key.issue(&room, &name, id);
+    Ok(ctx
+        .relay
+        .resume(&room, &name, id, hello.echo, token, outbox))
+}
+
+fn check_version(hello: &Hello) -> Result<(), (RefuseReason, String)> {
+    if hello.version == VERSION {
+        return Ok(());
+    }
+    Err((
+        RefuseReason::UnsupportedVersion,
+        format!("this server speaks version {VERSION}"),
+    ))
 }
 
 /// The newest message a session holds back (over the rate, or while the
@@ -332,7 +495,6 @@ async fn read_loop<S: FrameSource>(
     membership: &Membership,
     outbox: &Outbox,
     ctx: &ServerContext,
-    grant: Grant,
 ) -> CloseReason {
     let config = &ctx.config;
     let ping = ServerFrame::Ping.to_bytes();
@@ -409,7 +571,7 @@ async fn read_loop<S: FrameSource>(
         last_heard = now;
         unanswered_pings = 0;
         match ClientFrame::decode(frame) {
-            Ok(ClientFrame::Data(_)) if grant.read_only => {
+            Ok(ClientFrame::Data(_)) if membership.read_only() => {
                 debug!("a read-only member sent data");
                 return CloseReason::ReadOnly;
             }
@@ -553,6 +715,18 @@ async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes], deadline: Dura
         }
     })
     .await;
+}
+
+/// A client frame's type as PROTOCOL.md names it, for texts sent back.
+fn frame_name(frame: &ClientFrame) -> &'static str {
+    match frame {
+        ClientFrame::Hello(_) => "HELLO",
+        ClientFrame::Data(_) => "DATA",
+        ClientFrame::ListRooms => "LIST_ROOMS",
+        ClientFrame::Ping => "PING",
+        ClientFrame::Pong => "PONG",
+        ClientFrame::Goodbye(..) => "GOODBYE",
+    }
 }
 
 fn goodbye(reason: CloseReason, text: &str) -> Bytes {

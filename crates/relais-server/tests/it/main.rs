@@ -8,6 +8,7 @@ mod metrics;
 mod pacing;
 mod reconnect;
 mod relay;
+mod resume;
 mod rooms;
 mod support;
 mod tls;

@@ -398,3 +398,28 @@ async fn bad_input_gets_a_typed_goodbye() {
     assert_eq!(s.server.relay().member_count(), 0, "x left after its error");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_first_frame_other_than_hello_is_named_in_the_goodbye() {
+    let s = TestServer::start().await;
+    for (frame, name) in [
+        (ClientFrame::Data(Bytes::from_static(b"hi")), "DATA"),
+        (ClientFrame::Ping, "PING"),
+        (ClientFrame::Pong, "PONG"),
+        (
+            ClientFrame::Goodbye(CloseReason::Normal, "bye".into()),
+            "GOODBYE",
+        ),
+    ] {
+        let mut c = s.raw().await;
+        c.send(frame).await;
+        assert_eq!(
+            c.until_closed().await,
+            Some(ServerFrame::Goodbye(
+                CloseReason::ProtocolError,
+                format!("expected HELLO, got {name}")
+            ))
+        );
+    }
+    s.stop().await;
+}

@@ -154,7 +154,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         room: &str,
         echo: bool,
     ) -> Result<Welcome, (RefuseReason, String)> {
-        self.send(hello_frame(name, room, echo, None)).await;
+        self.handshake(hello_frame(name, room, echo, None)).await
+    }
+
+    /// Sends `hello` and returns the server's answer.
+    pub async fn handshake(
+        &mut self,
+        hello: ClientFrame,
+    ) -> Result<Welcome, (RefuseReason, String)> {
+        self.send(hello).await;
         match self.next().await {
             Some(ServerFrame::Welcome(w)) => Ok(w),
             Some(ServerFrame::Refused(r, text)) => Err((r, text)),
@@ -191,6 +199,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Reads exactly `into.len()` bytes as they come, not as frames (for
+    /// byte-for-byte checks).
+    pub async fn read_exact(&mut self, into: &mut [u8]) {
+        while self.buf.len() < into.len() {
+            let read = tokio::time::timeout(PATIENCE, self.stream.read_buf(&mut self.buf))
+                .await
+                .expect("bytes in time")
+                .unwrap();
+            assert!(read > 0, "the connection ended");
+        }
+        into.copy_from_slice(&self.buf.split_to(into.len()));
     }
 
     /// The next relayed message as (sender, payload), skipping keepalives.
