@@ -1,11 +1,12 @@
 //! The Rust clients reconnect by themselves: across a server restart on the
-//! same address (a new server does not know their seat: they join again).
+//! same address (a new server does not know their seat: they join again),
+//! and across a dropped network (the server gives the seat back).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use relais::{Client, Disconnect, Event, State};
-use relais_protocol::CloseReason;
+use relais_protocol::{CloseReason, ServerFrame};
 use relais_server::Server;
 use tokio::task::JoinHandle;
 
@@ -151,4 +152,96 @@ async fn a_client_that_must_not_reconnect_closes_with_the_reason() {
         })
     );
     assert_eq!(alice.state(), State::Closed);
+}
+
+/// A TCP proxy in front of `upstream` whose connections the test can cut:
+/// both sockets closed at once, no goodbye either way, as when a player's
+/// network goes (the server sees its side end without a `GOODBYE`).
+struct Proxy {
+    addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<u32>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = tokio::sync::watch::channel(0);
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    /// Cuts every connection open now.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_client_whose_network_drops_resumes_its_seat_and_nobody_sees_it_go() {
+    let s = TestServer::start().await;
+    let (mut bob, _) = s.join("arena", "bob").await;
+    let proxy = Proxy::start(s.addr).await;
+    let alice = Client::builder("alice")
+        .room("arena")
+        .echo(false)
+        .connect_async(proxy.addr)
+        .await
+        .unwrap();
+    assert_eq!(bob.next().await, Some(ServerFrame::Joined("alice".into())));
+    alice.send("before").unwrap();
+    assert_eq!(bob.message().await, ("alice".into(), "before".into()));
+
+    proxy.cut();
+    let lost = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+    assert!(
+        matches!(lost, Ok(Ok(Event::Reconnecting(Disconnect::ConnectionLost(_))))),
+        "{lost:?}"
+    );
+    // Meanwhile bob moves; alice gets his newest state on resuming.
+    bob.data("bob moved").await;
+    assert_eq!(bob.message().await, ("bob".into(), "bob moved".into())); // his echo
+    let back = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+    let mut got: Vec<Event> = vec![back.unwrap().unwrap()];
+    if !matches!(got[0], Event::Reconnected { .. }) {
+        let next = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+        got.push(next.unwrap().unwrap());
+    }
+    assert!(
+        got.contains(&Event::Reconnected { resumed: true }),
+        "{got:?}"
+    );
+    assert_eq!(alice.members(), ["bob", "alice"]);
+    assert_eq!(alice.state(), State::Connected);
+    // bob's newest state reached alice: before the resume (on the old
+    // connection, if the cut came after it) or in the resumed snapshot.
+    let bobs = got.iter().any(|e| matches!(e, Event::Message(m) if m.payload == "bob moved"));
+    if !bobs {
+        let m = tokio::time::timeout(PATIENCE, alice.recv()).await.unwrap().unwrap();
+        assert_eq!((m.sender.as_str(), &m.payload[..]), ("bob", &b"bob moved"[..]));
+    }
+    // bob saw nothing of it (`message` fails on any LEFT or JOINED): the
+    // next thing he gets is alice's next state.
+    alice.send("after").unwrap();
+    assert_eq!(bob.message().await, ("alice".into(), "after".into()));
+    alice.close().await;
+    assert_eq!(
+        bob.next().await,
+        Some(ServerFrame::Left("alice".into(), CloseReason::Normal))
+    );
+    s.stop().await;
 }
