@@ -622,7 +622,11 @@ class Engine:
             raise
 
     def _hello(self) -> bytes:
-        resume = self._resume_token or ""
+        # FLAG_RESUME always when this client reconnects (an empty token on
+        # a fresh join); never when it does not: a server would park the
+        # seat of a lost connection for nothing, hiding its leave from the
+        # others for the grace period.
+        resume = (self._resume_token or "") if self.options.reconnect_window > 0 else None
         return p.encode_hello(self.name, self.room_asked, self.echo, self.token, resume)
 
     async def _open(self, timeout: float) -> None:
