@@ -317,6 +317,15 @@ class Connection(asyncio.Protocol):
             return
         self.last_heard = self.loop.time()
         self.silent_intervals = 0
+        if not self.welcomed and self.decoder.buffered == 0 and data[:2] == b"\x15\x03":
+            # A TLS alert record: a plaintext client on a TLS port.
+            self._fail_handshake(
+                ConnectError(
+                    "the server speaks TLS on this port (it answered with a TLS alert): "
+                    "connect with tls=..."
+                )
+            )
+            return
         self.decoder.feed(data)
         try:
             for body in self.decoder.frames():
@@ -766,6 +775,16 @@ class Engine:
     # --- reconnecting -------------------------------------------------------
 
     async def _reconnect(self, cause: Disconnected) -> None:
+        try:
+            await self._reconnect_loop(cause)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug: never leave the client reconnecting forever
+            err = Disconnected(DisconnectKind.CONNECTION_LOST, "reconnecting failed: %r" % e)
+            err.__cause__ = e
+            self._set_state(State.CLOSED, err)
+
+    async def _reconnect_loop(self, cause: Disconnected) -> None:
         opts = self.options
         deadline = self.loop.time() + opts.reconnect_window
         delay = opts.backoff_initial
