@@ -186,9 +186,9 @@ class ScriptedTest(unittest.TestCase):
         self.assertEqual([x.resume for x in h], ["", "T1", "T2", ""])
         self.assertTrue(all(x.flags & p.FLAG_RESUME for x in h))
         self.assertTrue(all(x.flags & p.FLAG_ECHO for x in h))
-        # After REFUSED 14, at once (no backoff): well under the 50 ms
-        # shortest backoff.
-        self.assertLess(h[3].at - h[2].at, 0.05)
+        # After REFUSED 14, at once: the backoff would have waited at least
+        # 100 ms here (its second delay, drawn in [0.1, 0.2] s).
+        self.assertLess(h[3].at - h[2].at, 0.09)
         st = alice.stats
         self.assertEqual((st.reconnects, st.resumes, st.resume_refusals), (2, 1, 1))
         self.assertFalse(alice.resumed)
@@ -237,7 +237,7 @@ class ScriptedTest(unittest.TestCase):
         # Each delay is drawn in [d/2, d], d = 0.2, 0.4, 0.8, 1.6 s.
         for gap, d in zip(gaps, (0.2, 0.4, 0.8, 1.6)):
             self.assertGreaterEqual(gap, d / 2 - 0.01, gaps)
-            self.assertLess(gap, d + 0.25, gaps)
+            self.assertLess(gap, d + 0.5, gaps)
         self.assertTrue(alice.resumed)
 
     def test_stream_ending_inside_a_frame_is_a_lost_connection(self) -> None:
