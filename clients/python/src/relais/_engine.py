@@ -15,6 +15,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable, Deque, List, Optional, Union
@@ -263,10 +264,7 @@ class AsyncInbox(Inbox):
         return True
 
 
-def _now() -> float:
-    import time
-
-    return time.monotonic()
+_now = time.monotonic
 
 
 class _HandshakeEnd(ConnectError):
