@@ -3,7 +3,7 @@
 //! installs with pip. They need Debian's `python3`, and for the install
 //! `python3-pip`, `python3-setuptools` and `python3-wheel` (`.ci/run`
 //! installs them); without them they fail saying so. `RELAIS_PYTHON`
-//! names another interpreter than `python3`.
+//! names another interpreter than the system's `python3`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,9 +16,18 @@ fn repo_root() -> PathBuf {
         .expect("repository root")
 }
 
-/// The interpreter: `$RELAIS_PYTHON`, else `python3` from `PATH`.
+/// The interpreter: `$RELAIS_PYTHON`, else the system's `/usr/bin/python3`
+/// (Debian's, with the packages `.ci/run` installs: another `python3` first
+/// in `PATH`, say pyenv's, may lack `wheel`), else `python3` from `PATH`.
 fn interpreter() -> String {
-    std::env::var("RELAIS_PYTHON").unwrap_or_else(|_| "python3".to_string())
+    std::env::var("RELAIS_PYTHON").unwrap_or_else(|_| {
+        let system = Path::new("/usr/bin/python3");
+        if system.exists() {
+            system.display().to_string()
+        } else {
+            "python3".to_string()
+        }
+    })
 }
 
 /// Runs `python3 args` in `dir` with `env`; its output, or a panic saying

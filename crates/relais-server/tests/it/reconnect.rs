@@ -209,7 +209,10 @@ async fn a_client_whose_network_drops_resumes_its_seat_and_nobody_sees_it_go() {
     proxy.cut();
     let lost = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
     assert!(
-        matches!(lost, Ok(Ok(Event::Reconnecting(Disconnect::ConnectionLost(_))))),
+        matches!(
+            lost,
+            Ok(Ok(Event::Reconnecting(Disconnect::ConnectionLost(_))))
+        ),
         "{lost:?}"
     );
     // Meanwhile bob moves; alice gets his newest state on resuming.
@@ -229,10 +232,18 @@ async fn a_client_whose_network_drops_resumes_its_seat_and_nobody_sees_it_go() {
     assert_eq!(alice.state(), State::Connected);
     // bob's newest state reached alice: before the resume (on the old
     // connection, if the cut came after it) or in the resumed snapshot.
-    let bobs = got.iter().any(|e| matches!(e, Event::Message(m) if m.payload == "bob moved"));
+    let bobs = got
+        .iter()
+        .any(|e| matches!(e, Event::Message(m) if m.payload == "bob moved"));
     if !bobs {
-        let m = tokio::time::timeout(PATIENCE, alice.recv()).await.unwrap().unwrap();
-        assert_eq!((m.sender.as_str(), &m.payload[..]), ("bob", &b"bob moved"[..]));
+        let m = tokio::time::timeout(PATIENCE, alice.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.sender.as_str(), &m.payload[..]),
+            ("bob", &b"bob moved"[..])
+        );
     }
     // bob saw nothing of it (`message` fails on any LEFT or JOINED): the
     // next thing he gets is alice's next state.
