@@ -75,15 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
     }
 
     pub async fn hello(&mut self, name: &str, room: &str) -> Welcome {
-        self.send(ClientFrame::Hello(Hello {
-            version: VERSION,
-            name: name.into(),
-            room: room.into(),
-            echo: true,
-            token: None,
-            resume: None,
-        }))
-        .await;
+        self.send(hello_frame(name, room, true, None)).await;
         match self.next().await {
             Seen::Frame(ServerFrame::Welcome(w)) => w,
             other => panic!("expected WELCOME, got {other:?}"),
