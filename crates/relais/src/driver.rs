@@ -38,7 +38,22 @@ pub(crate) async fn drive(shared: Arc<Shared>, target: Target) {
         match action {
             Some(Action::Connect { deadline }) => {
                 stream = None;
-                let opened = tokio::time::timeout_at(deadline.into(), target.open()).await;
+                let open = tokio::time::timeout_at(deadline.into(), target.open());
+                tokio::pin!(open);
+                // A close meanwhile abandons the attempt (sends only queue).
+                let opened = loop {
+                    tokio::select! {
+                        opened = &mut open => break Some(opened),
+                        () = shared.wake_driver.notified() => {
+                            if shared.core().status().is_some() {
+                                break None;
+                            }
+                        }
+                    }
+                };
+                let Some(opened) = opened else {
+                    continue;
+                };
                 let mut core = shared.core();
                 match opened {
                     Ok(Ok(s)) => {

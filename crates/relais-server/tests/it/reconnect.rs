@@ -256,3 +256,24 @@ async fn a_client_whose_network_drops_resumes_its_seat_and_nobody_sees_it_go() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn closing_while_reconnecting_ends_at_once() {
+    let old = TestServer::start().await;
+    let addr = old.addr;
+    let alice = blocking(move || Client::connect(addr, "alice").unwrap()).await;
+    let alice = std::sync::Arc::new(alice);
+    old.stop().await;
+    until("alice reconnects", || alice.state() == State::Reconnecting).await;
+    let a = alice.clone();
+    let took = blocking(move || {
+        let start = Instant::now();
+        a.close();
+        start.elapsed()
+    })
+    .await;
+    // Nothing to flush and no server to say goodbye to: no 2 s close.
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(alice.state(), State::Closed);
+    assert_eq!(alice.status(), Some(Disconnect::Closed));
+}
