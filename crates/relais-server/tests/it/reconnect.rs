@@ -277,3 +277,41 @@ async fn closing_while_reconnecting_ends_at_once() {
     assert_eq!(alice.state(), State::Closed);
     assert_eq!(alice.status(), Some(Disconnect::Closed));
 }
+
+/// Not a check, a measurement: how long a client whose network drops takes
+/// to have its seat back (cut to `Reconnected`), 20 times; prints the
+/// median and the worst. Run with
+/// `cargo test --release -p relais-server --test it resume_latency -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, run by hand"]
+async fn resume_latency() {
+    let s = TestServer::start().await;
+    let proxy = Proxy::start(s.addr).await;
+    let alice = Client::builder("alice")
+        .connect_async(proxy.addr)
+        .await
+        .unwrap();
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        proxy.cut();
+        loop {
+            let event = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+            match event.unwrap().unwrap() {
+                Event::Reconnected { resumed } => {
+                    assert!(resumed);
+                    break;
+                }
+                Event::Reconnecting(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        took.push(start.elapsed());
+    }
+    took.sort();
+    println!(
+        "cut to resumed, 20 cuts: median {:?}, min {:?}, max {:?}",
+        took[10], took[0], took[19]
+    );
+    s.stop().await;
+}
