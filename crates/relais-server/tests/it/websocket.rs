@@ -369,7 +369,7 @@ async fn with_pages_the_demo_and_the_client_are_served() {
     assert!(page.contains("relais live demo"));
     let js = http(ws_addr, "GET /relais.js HTTP/1.1\r\n\r\n").await;
     assert!(js.contains("Content-Type: text/javascript"));
-    assert!(js.contains("export function connect"));
+    assert!(js.contains("export async function connect("));
     let head = http(ws_addr, "HEAD /relais.js HTTP/1.1\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
     let missing = http(ws_addr, "GET /nope HTTP/1.1\r\n\r\n").await;
