@@ -72,8 +72,10 @@ pub enum HttpPages {
     /// Every plain request gets `404 Not Found` (with a one-line hint).
     #[default]
     None,
-    /// `GET /` is the live demo page, `GET /relais.js` the browser client
-    /// (and `/relais.d.ts` its type declarations); anything else is a 404.
+    /// `GET /` is the live demo page (with its `/demo.js`, `/demo.css` and
+    /// `/favicon.svg`, and a strict Content-Security-Policy), `GET
+    /// /relais.js` the browser client (and `/relais.d.ts` its type
+    /// declarations); anything else is a 404.
     Demo,
 }
 
@@ -141,8 +143,9 @@ pub(crate) async fn serve_connection(
         Request::Plain { .. } if admission.is_err() => {
             return web::respond(stream, web::Response::server_full()).await
         }
-        Request::Plain { head, path } => {
-            return web::respond(stream, web::page(pages, &path, head)).await
+        Request::Plain { head, path, host } => {
+            let response = web::page(pages, &path, head, host.as_deref());
+            return web::respond(stream, response).await;
         }
     };
     let accept = derive_accept_key(key.as_bytes());
