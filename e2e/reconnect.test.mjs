@@ -7,9 +7,11 @@
 //    diff (joined, left with reason 255), name taken by the old seat's ghost
 //    retried, which GOODBYEs and refusals end the client, the reconnect
 //    window, close() while reconnecting, send() while reconnecting;
-// 2. in headless Chromium against the real server: two clients ride out a
-//    restart of `relais serve` (SIGTERM: GOODBYE server-shutdown, then a new
-//    process on the same port) and talk again.
+// 2. against the real server: two clients ride out a restart of `relais
+//    serve` and talk again: in Node (SIGKILL: the connections just die; Node's
+//    own WebSocket, behind --experimental-websocket before Node 22), and in
+//    headless Chromium (SIGTERM: GOODBYE server-shutdown); each time a new
+//    process on the same port.
 //
 //   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/reconnect.test.mjs
 //
@@ -19,6 +21,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { launchChromium, PATIENCE, relais, root } from "./support.mjs";
 
 const { connect, CloseReason, RefuseReason } = await import(
@@ -364,7 +368,64 @@ test("backoff: jittered, doubling from ~100 ms, capped at 5 s", async () => {
   waits.slice(0, 8).forEach((w, i) => assert.ok(w >= caps[i] / 2 && w <= caps[i], `attempt ${i}: ${w} ms not in [${caps[i] / 2}, ${caps[i]}]`));
 });
 
-// ---- 2. In Chromium, across a real server restart ----
+// ---- 2. Across a real server restart ----
+
+/** Runs in a child Node process: two clients, their states and what a receives on stdout; stdin says what b sends. */
+const nodeScenario = `
+  const { readFileSync } = await import("node:fs");
+  const { createInterface } = await import("node:readline");
+  const { connect } = await import("data:text/javascript," + encodeURIComponent(readFileSync(process.env.RELAIS_JS, "utf8")));
+  const url = process.env.WS_URL, room = process.env.ROOM;
+  const join = (name) => connect(url, name, { room, onstatechange: (e) => console.log(name + " " + e.state) });
+  const a = await join("a"), b = await join("b");
+  a.onevent = (e) => { if (e.type === "message") console.log("a got " + e.sender + ": " + e.text); };
+  createInterface({ input: process.stdin }).on("line", (line) => {
+    if (line === "close") { a.close(); b.close(); } else b.send(line);
+  });
+`;
+
+test("relais.js in Node rides out a server restart (SIGKILL, same port) and talks again (real server)",
+  { timeout: 120_000 }, async (t) => {
+    const args = (ws) => ["serve", "--listen", "127.0.0.1:0", "--ws-listen", ws];
+    let server = relais(args("127.0.0.1:0"));
+    const cleanups = [async () => { server.child.kill("SIGTERM"); await server.exited; }];
+    t.after(async () => { for (const cleanup of cleanups.reverse()) await cleanup(); });
+    const wsUrl = (await server.expectLine(/^relais websocket on /)).split(" ").pop();
+    const wsAddr = new URL(wsUrl).host;
+
+    const flags = Number(process.versions.node.split(".")[0]) >= 22 ? [] : ["--experimental-websocket"];
+    const child = spawn(process.execPath, [...flags, "--no-warnings", "--input-type=module", "-e", nodeScenario], {
+      stdio: ["pipe", "pipe", "inherit"],
+      env: { ...process.env, RELAIS_JS: join(root, "web/relais.js"), WS_URL: wsUrl, ROOM: `node-${process.pid}` },
+    });
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    cleanups.push(async () => { child.stdin.end("close\n"); await exited; });
+    const lines = [];
+    let wake = () => {};
+    createInterface({ input: child.stdout }).on("line", (line) => { lines.push(line); wake(); });
+    /** Waits for the lines in `wanted`, in any order, after line `from`; returns the index past them. */
+    const expect = async (wanted, from) => {
+      const deadline = Date.now() + PATIENCE;
+      for (;;) {
+        const at = wanted.map((w) => lines.indexOf(w, from));
+        if (at.every((i) => i >= 0)) return Math.max(...at) + 1;
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no ${JSON.stringify(wanted)} after line ${from}; saw:\n${lines.join("\n")}`);
+        await new Promise((r) => { wake = r; setTimeout(r, left); });
+      }
+    };
+    let seen = await expect(["a connecting", "a connected", "b connecting", "b connected"], 0);
+
+    server.child.kill("SIGKILL");
+    await server.exited;
+    seen = await expect(["a reconnecting", "b reconnecting"], seen);
+    server = relais(args(wsAddr));
+    await server.expectLine(/^relais websocket on /);
+    seen = await expect(["a connected", "b connected"], seen);
+    child.stdin.write("after the restart\n");
+    await expect(["a got b: after the restart"], seen);
+    assert.ok(!lines.includes("a closed") && !lines.includes("b closed"), lines.join("\n"));
+  });
 
 test("relais.js rides out a server restart (SIGTERM, same port) and talks again (Chromium, real server)",
   { timeout: 120_000 }, async (t) => {
