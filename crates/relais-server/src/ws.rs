@@ -52,7 +52,7 @@ use relais_protocol::{frames::kind, CloseReason, FrameError, LENGTH_PREFIX_LEN};
 use relais_protocol::{MAX_FRAME_LEN, MAX_HELLO_LEN};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -335,6 +335,12 @@ impl FrameSource for WsSource {
                 Some(Err(WsError::Io(e))) => {
                     self.failed = true;
                     return Err(e.into());
+                }
+                // The stream ended without a WebSocket close: the connection
+                // was lost (a browser killed, a network path reset), as an
+                // end of stream is on TCP; not a protocol error.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return Ok(None)
                 }
                 Some(Err(e @ WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                     return Err(self.fail(CloseCode::Size, ReadError::Transport(e.to_string())))

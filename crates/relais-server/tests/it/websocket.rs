@@ -299,6 +299,29 @@ async fn websocket_clients_count_against_the_connection_limit() {
 }
 
 #[tokio::test]
+async fn a_websocket_ending_without_a_close_is_a_lost_connection() {
+    let (s, ws_addr) = start(unlimited(), HttpPages::None).await;
+    let mut watcher = Ws::connect(ws_addr).await;
+    watcher.hello("watcher", "r").await;
+    let mut gone = Ws::connect(ws_addr).await;
+    gone.hello("gone", "r").await;
+    assert_eq!(
+        watcher.next().await,
+        Seen::Frame(ServerFrame::Joined("gone".into()))
+    );
+    // The TCP stream ends, no close frame (a killed browser, a reset path).
+    drop(gone);
+    assert_eq!(
+        watcher.next().await,
+        Seen::Frame(ServerFrame::Left(
+            "gone".into(),
+            CloseReason::ConnectionLost
+        ))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_says_goodbye_and_going_away() {
     let (s, ws_addr) = start(unlimited(), HttpPages::None).await;
     let mut web = Ws::connect(ws_addr).await;
