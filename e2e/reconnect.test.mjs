@@ -11,7 +11,11 @@
 //    serve` and talk again: in Node (SIGKILL: the connections just die; Node's
 //    own WebSocket, behind --experimental-websocket before Node 22), and in
 //    headless Chromium (SIGTERM: GOODBYE server-shutdown); each time a new
-//    process on the same port.
+//    process on the same port; and in Chromium through a TCP proxy that cuts
+//    the browser's side of a connection while the server's side stays open,
+//    silent: the server still holds the seat (a ghost) when the client comes
+//    back: a resuming server hands the seat over, one without resume refuses
+//    the name until its keepalive drops the ghost (the client retries).
 //
 //   cargo build -p relais-cli && (cd e2e && npm ci) && node --test e2e/reconnect.test.mjs
 //
@@ -22,6 +26,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
+import { createServer, connect as tcpConnect } from "node:net";
 import { createInterface } from "node:readline";
 import { launchChromium, PATIENCE, relais, root } from "./support.mjs";
 
@@ -482,5 +487,119 @@ test("relais.js rides out a server restart (SIGTERM, same port) and talks again 
     assert.deepEqual(r.log.a, ["connecting", "connected", "reconnecting", "connected"]);
     assert.deepEqual(r.log.b, ["connecting", "connected", "reconnecting", "connected"]);
     assert.equal(r.stats.reconnects, 1);
+    await page.evaluate(() => { window.a.close(); window.b.close(); });
+  });
+
+/**
+ * A TCP proxy to `port` on 127.0.0.1. `cut()` closes the client side of every
+ * connection through it and leaves the server side open and silent (nothing
+ * forwarded either way), as a vanished network path looks to the server;
+ * `cut({ both: true })` closes both sides at once, no WebSocket close
+ * handshake (a reset path, a killed browser).
+ */
+async function cuttingProxy(port) {
+  const pairs = new Set();
+  const ghosts = [];
+  const server = createServer((client) => {
+    const upstream = tcpConnect(port, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => { pairs.delete(pair); client.destroy(); upstream.destroy(); };
+    for (const s of [client, upstream]) { s.on("error", end); s.on("close", end); }
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    cut({ both = false } = {}) {
+      for (const pair of pairs) {
+        const { client, upstream } = pair;
+        pairs.delete(pair);
+        if (both) { client.destroy(); upstream.destroy(); continue; }
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        for (const s of [client, upstream]) { s.removeAllListeners("close"); s.removeAllListeners("error"); }
+        upstream.on("error", () => {});
+        upstream.on("data", () => {}); // read and drop: the server's writes succeed, it hears nothing back
+        ghosts.push(upstream);
+        client.destroy();
+      }
+    },
+    async close() {
+      for (const g of ghosts) g.destroy();
+      for (const { client, upstream } of pairs) { client.destroy(); upstream.destroy(); }
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+test("relais.js comes back after its connection dies unseen by the server (Chromium, real server, a cut proxy)",
+  { timeout: 120_000 }, async (t) => {
+    // A short keepalive, so that a server without resume drops the ghost in a few seconds.
+    const server = relais(["serve", "--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0", "--web", "--keepalive", "1"]);
+    const cleanups = [async () => { server.child.kill("SIGTERM"); await server.exited; }];
+    t.after(async () => { for (const cleanup of cleanups.reverse()) await cleanup(); });
+    const webUrl = (await server.expectLine(/^relais web on http:\/\//)).split(" ").pop();
+    const proxy = await cuttingProxy(Number(new URL(webUrl).port));
+    cleanups.push(() => proxy.close());
+
+    const browser = await launchChromium();
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage();
+    page.on("pageerror", (err) => console.error(`page error: ${err.message}`));
+    // relais.js is served without the demo page's policy: it may connect to the proxy's port.
+    await page.goto(new URL("/relais.js", webUrl).href);
+    await page.evaluate(async ({ room, proxyPort }) => {
+      const { connect } = await import("/relais.js");
+      const direct = `${location.origin.replace(/^http/, "ws")}/ws`;
+      window.log = [];
+      window.seen = [];
+      window.got = [];
+      // a goes through the proxy; b, directly, watches what the room sees.
+      window.a = await connect(`ws://127.0.0.1:${proxyPort}/ws`, "a", { room,
+        onstatechange: (e) => window.log.push(e.state + (e.resumed === undefined ? "" : ` resumed=${e.resumed}`)) });
+      window.b = await connect(direct, "b", { room });
+      window.b.onevent = (e) => {
+        if (e.type === "joined" || e.type === "left") window.seen.push(`${e.type} ${e.name}${e.reason ? ` ${e.reason.name}` : ""}`);
+      };
+      window.a.onevent = (e) => { if (e.type === "message") window.got.push(e.text); };
+    }, { room: `ghost-${process.pid}`, proxyPort: proxy.port });
+    const until = (what, fn, arg) => page.waitForFunction(fn, arg, { timeout: PATIENCE, polling: 20 })
+      .catch(async (err) => {
+        const state = await page.evaluate(() => JSON.stringify({ log: window.log, seen: window.seen, a: window.a?.status }));
+        throw new Error(`${what}: not within ${PATIENCE} ms; ${state}`, { cause: err });
+      });
+    await until("a lists b", () => window.a.members.includes("b"));
+
+    proxy.cut();
+    await until("a reconnecting", () => window.a.state === "reconnecting");
+    await until("a connected again", () => window.a.state === "connected" && window.a.members.includes("b"));
+    await page.evaluate(() => window.b.send("after"));
+    await until("a hears b", () => window.got.includes("after"));
+    await until("b lists a", () => window.b.members.includes("a"));
+    const r = await page.evaluate(() => ({ log: window.log, seen: window.seen, resumed: window.a.resumed }));
+    console.log(`after the cut: ${JSON.stringify(r)}`);
+    assert.deepEqual(r.log.slice(0, 4), ["connecting", "connected resumed=false", "reconnecting", `connected resumed=${r.resumed}`]);
+    // A server that resumes hands the seat over at once; one that does not
+    // (no resume token in its WELCOME) refuses the name until its keepalive
+    // drops the ghost.
+    const resumes = await page.evaluate(() => window.a._resumeToken !== "");
+    assert.equal(r.resumed, resumes);
+    if (resumes) assert.deepEqual(r.seen, [], "a resumed seat: the room saw nothing");
+    else assert.deepEqual(r.seen, ["left a timeout", "joined a"], "without resume: the ghost times out, a joins afresh");
+
+    // Both sides cut, no close handshake: the server sees the connection end.
+    await page.evaluate(() => { window.log.length = 0; window.seen.length = 0; });
+    proxy.cut({ both: true });
+    await until("a connected again after the hard cut", () => window.log.at(-1)?.startsWith("connected"));
+    await page.evaluate(() => window.b.send("after the hard cut"));
+    await until("a hears b again", () => window.got.includes("after the hard cut"));
+    await until("b lists a again", () => window.b.members.includes("a"));
+    const h = await page.evaluate(() => ({ log: window.log, seen: window.seen, resumed: window.a.resumed }));
+    console.log(`after the hard cut: ${JSON.stringify(h)}`);
+    assert.equal(h.resumed, resumes, "a lost connection is parked (connection lost), not ended as a protocol error");
+    if (resumes) assert.deepEqual(h.seen, []);
+    else assert.deepEqual(h.seen.map((e) => e.split(" ").slice(0, 2).join(" ")), ["left a", "joined a"]);
     await page.evaluate(() => { window.a.close(); window.b.close(); });
   });
