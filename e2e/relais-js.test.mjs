@@ -60,7 +60,7 @@ test("latest mode: replace in place, presence kept and ordered, bounded", () => 
     ]) c._frame(f);
     assert.deepEqual(drain(c), ["a:3", "b:1", "joined:c", "c:2", "left:a", "joined:a", "a:5"]);
     assert.equal(seen, 11, "onevent sees every event, replaced ones too");
-    assert.deepEqual({ ...c.stats }, { sent: 0, received: 8, recvDropped: 0, recvConflated: 4, sendConflated: 0 });
+    assert.deepEqual({ ...c.stats }, { sent: 0, received: 8, recvDropped: 0, recvConflated: 4, sendConflated: 0, reconnects: 0 });
     // Taking a message frees its sender's slot: the next one queues at the back.
     c._frame(frames.message("a", "6"));
     c._frame(frames.message("b", "2"));
@@ -122,16 +122,17 @@ test("connect() sends the token in HELLO and names the token refusals", async ()
       assert.deepEqual(err.reason, { code, name });
       assert.equal(err.text, "why");
     }
-    // HELLO: flags 0x02 (token), then u16 length and the token after the room.
-    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x02, ...str("al"), ...str("r"), 0, 3, ...enc.encode("t.k")]);
+    // HELLO: flags 0x02 (token) | 0x04 (resume), then u16 length and the
+    // token after the room, then the (empty) resume token.
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x06, ...str("al"), ...str("r"), 0, 3, ...enc.encode("t.k"), 0]);
     answer = refused(1, "name taken");
     await connect("ws://stand-in/ws", "al", { echo: true, token: "" }).catch(() => {});
-    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x03, ...str("al"), 0, 0, 0]);
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x07, ...str("al"), 0, 0, 0, 0]);
     await connect("ws://stand-in/ws", "al", { room: "r" }).catch(() => {});
-    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x00, ...str("al"), ...str("r")], "no token: no field");
+    assert.deepEqual(hellos.at(-1), [0x01, 0, 1, 0x04, ...str("al"), ...str("r"), 0], "no token: no field");
     const longest = "x".repeat(MAX_TOKEN_LEN);
     await connect("ws://stand-in/ws", "al", { token: longest }).catch(() => {});
-    assert.deepEqual(hellos.at(-1).slice(-MAX_TOKEN_LEN - 2, -MAX_TOKEN_LEN), [MAX_TOKEN_LEN >> 8, MAX_TOKEN_LEN & 0xff]);
+    assert.deepEqual(hellos.at(-1).slice(-MAX_TOKEN_LEN - 3, -MAX_TOKEN_LEN - 1), [MAX_TOKEN_LEN >> 8, MAX_TOKEN_LEN & 0xff]);
 
     // A token that cannot be sent is refused before connecting.
     const sent = hellos.length;

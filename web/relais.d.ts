@@ -4,15 +4,19 @@
 export const VERSION: 1;
 /** Longest join token a HELLO may carry, in bytes of ASCII. */
 export const MAX_TOKEN_LEN: 2048;
+/** Longest resume token, in bytes of ASCII. */
+export const MAX_RESUME_TOKEN_LEN: 64;
 
 export type RefuseReasonName =
   | "name-taken" | "invalid-name" | "invalid-room"
   | "unsupported-version" | "server-full" | "room-full"
   | "token-required" | "token-invalid" | "token-expired" | "not-allowed"
-  | "overloaded" | "too-many-connections" | "too-many-joins";
+  | "overloaded" | "too-many-connections" | "too-many-joins" | "resume-invalid";
 export type CloseReasonName =
   | "normal" | "server-shutdown" | "slow-consumer" | "timeout"
-  | "rate-limit" | "protocol-error" | "connection-lost" | "read-only";
+  | "rate-limit" | "protocol-error" | "connection-lost" | "read-only"
+  /** Not on the wire: a member that left while this client was reconnecting (code 255). */
+  | "unknown";
 
 /** Refusal codes by name. */
 export const RefuseReason: Readonly<Record<RefuseReasonName, number>>;
@@ -60,13 +64,36 @@ export interface CloseEvent { type: "close"; status: Status }
 /** What `onevent` and the DOM events carry (`event.detail`). */
 export type AnyEvent = Event | CloseEvent;
 
+/**
+ * A client's connection state. `connecting`: the first handshake (only seen
+ * by `ConnectOptions.onstatechange`); `connected`; `reconnecting`: the
+ * connection was lost and the client is trying again by itself; `closed`:
+ * for good (`status` says why).
+ */
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "closed";
+/** What `onstatechange` and the "statechange" DOM event carry. */
+export interface StateChangeEvent {
+  type: "statechange";
+  state: ConnectionState;
+  /** The state before; null for the first "connecting". */
+  previous: ConnectionState | null;
+  /** With "connected": whether the server gave this client its old seat back. */
+  resumed?: boolean;
+  /** With "reconnecting": why the connection was lost. */
+  reason?: Status;
+  /** With "closed": how the client ended (also `client.status`). */
+  status?: Status;
+}
+
 /** How a client ended. */
 export type Status =
   | { kind: "closed"; text: string }
   | { kind: "goodbye"; reason: Reason<CloseReasonName>; text: string }
   | { kind: "timeout"; text: string }
   | { kind: "connection-lost"; text: string }
-  | { kind: "protocol"; text: string };
+  | { kind: "protocol"; text: string }
+  /** A reconnection was refused for good (or for as long as the reconnect window lasted). */
+  | { kind: "refused"; reason: Reason<RefuseReasonName>; text: string };
 
 export interface ConnectOptions {
   /** The room to join; the server's default room (`lobby`) if empty. */
@@ -95,9 +122,25 @@ export interface ConnectOptions {
    * ASCII bytes), for servers that require one; a server without a token key
    * ignores it. Refusals: "token-required", "token-invalid", "token-expired",
    * "not-allowed". A token that is not ASCII or too long rejects with a
-   * RelaisError of kind "invalid-token" before connecting.
+   * RelaisError of kind "invalid-token" before connecting. A function is
+   * called before every connection, reconnections included (a fresh join
+   * after a server restart checks the token again).
    */
-  token?: string;
+  token?: string | (() => string | Promise<string>);
+  /**
+   * How long a client that lost its connection keeps reconnecting, in ms,
+   * counted from the loss. Default 60 000; 0 never reconnects (a lost
+   * connection ends the client, as a GOODBYE does).
+   */
+  reconnectWindowMs?: number;
+  /**
+   * Most payloads `send()` keeps while the socket is backed up or the client
+   * is reconnecting; past it the oldest is dropped (`stats.sendConflated`).
+   * Default 1: only the newest state waits, as latest-wins game state wants.
+   */
+  sendQueueSize?: number;
+  /** Called on every state change, from "connecting" (before the first handshake) on. */
+  onstatechange?: ((event: StateChangeEvent) => void) | null;
 }
 
 /** What the receive queue keeps (see `ConnectOptions.receive`). */
@@ -111,8 +154,10 @@ export interface Stats {
   recvDropped: number;
   /** Waiting messages replaced by a newer one from the same sender ("latest" mode only). */
   recvConflated: number;
-  /** Payloads replaced by a newer one while the socket was backed up. */
+  /** Payloads dropped for newer ones while the socket was backed up or the client reconnecting. */
   sendConflated: number;
+  /** Reconnections that succeeded (resumed or not). */
+  reconnects: number;
 }
 
 /** A connected client. */
@@ -127,22 +172,36 @@ export class Client extends EventTarget {
   readonly receive: ReceiveMode;
   /** Everyone in the room, this client included, kept current. */
   readonly members: string[];
-  /** Undefined while connected, then how it ended. */
+  /** "connected", "reconnecting" or "closed". */
+  readonly state: ConnectionState;
+  /** Whether the last WELCOME gave this client its old seat back (resume). */
+  readonly resumed: boolean;
+  /** Undefined until the client has ended (closed, refused, or out of reconnect window), then how. */
   readonly status: Status | undefined;
   readonly stats: Stats;
   /** Resolves with the status once the client has ended. */
   readonly closed: Promise<Status>;
   /** Called for every event as it arrives (events are queued for recv too). */
   onevent: ((event: AnyEvent) => void) | null;
-  /** Queues a payload (a string is sent as UTF-8) and returns at once. Throws RelaisError. */
+  /** Called on every change of `state` (also a "statechange" DOM event). */
+  onstatechange: ((event: StateChangeEvent) => void) | null;
+  /**
+   * Queues a payload (a string is sent as UTF-8) and returns at once, also
+   * while reconnecting (it waits, see `sendQueueSize`). Throws RelaisError
+   * once the client has ended.
+   */
   send(data: Uint8Array | ArrayBuffer | ArrayBufferView | string): void;
   /** The oldest received message, or undefined; never blocks. Skips presence events. */
   recv(): Message | undefined;
   /** The oldest received event, or undefined; never blocks. */
   recvEvent(): Event | undefined;
-  /** Says goodbye and closes. Idempotent. */
+  /** Says goodbye and closes (or stops reconnecting). Idempotent. */
   close(): void;
 }
 
-/** Connects to `url` (e.g. `ws://127.0.0.1:7778/ws`) and joins a room as `name`. */
+/**
+ * Connects to `url` (e.g. `ws://127.0.0.1:7778/ws`) and joins a room as
+ * `name`. Rejects if this first connection fails; once connected, the client
+ * reconnects by itself (see `ConnectOptions.reconnectWindowMs`).
+ */
 export function connect(url: string, name: string, options?: ConnectOptions): Promise<Client>;

@@ -1,5 +1,6 @@
 //! The browser end-to-end tests (`e2e/*.test.mjs`: the demo page, relais.js
-//! in Node and in headless Chromium, `wss://` with a test CA), run against
+//! in Node and in headless Chromium, its reconnection across a server
+//! restart, `wss://` with a test CA), run against
 //! this build's `relais` binary, so that `cargo test --workspace` is the
 //! whole test suite.
 //!
@@ -53,6 +54,7 @@ fn browser_end_to_end_tests_pass() {
             "--test",
             "demo.test.mjs",
             "relais-js.test.mjs",
+            "reconnect.test.mjs",
             "wss.test.mjs",
         ])
         .current_dir(&e2e)

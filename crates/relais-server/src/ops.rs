@@ -52,7 +52,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ServerContext>, stop: impl Fu
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let response = match web::read_request(&mut stream, OPS_HEAD_TIMEOUT).await {
-                    Ok(Request::Plain { head, path }) => answer(&ctx, &path).head_only(head),
+                    Ok(Request::Plain { head, path, .. }) => answer(&ctx, &path).head_only(head),
                     Ok(Request::Upgrade { .. }) => not_found(),
                     Err(response) => response,
                 };

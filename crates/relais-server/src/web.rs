@@ -4,7 +4,13 @@
 //!
 //! This is deliberately not an HTTP server: one request per connection, no
 //! bodies, `Connection: close` on every answer. Browsers load the demo with
-//! two requests (the page and `relais.js`) and then open a WebSocket.
+//! a few requests (the page, its script, style and icon, `relais.js`) and
+//! then open a WebSocket.
+//!
+//! The demo page is served with a strict Content-Security-Policy
+//! ([`content_security_policy`]): scripts, styles and images from this origin
+//! only (the page has no inline script or style), connections to this origin
+//! and its `ws://`/`wss://` form, no frames, no plugins, no `<base>`.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -20,6 +26,13 @@ pub const DEMO_PAGE: &str = include_str!("../../../web/index.html");
 pub const CLIENT_JS: &str = include_str!("../../../web/relais.js");
 /// Its TypeScript declarations, served at `/relais.d.ts`.
 pub const CLIENT_DTS: &str = include_str!("../../../web/relais.d.ts");
+/// The demo page's script, served at `/demo.js`.
+pub const DEMO_JS: &str = include_str!("../../../web/demo.js");
+/// The demo page's style sheet, served at `/demo.css`.
+pub const DEMO_CSS: &str = include_str!("../../../web/demo.css");
+/// The icon, served at `/favicon.svg` (and `/favicon.ico`, where browsers
+/// look when a page names none).
+pub const FAVICON: &str = include_str!("../../../web/favicon.svg");
 
 /// Largest request head accepted (request line and headers).
 const MAX_HEAD: usize = 8 * 1024;
@@ -45,6 +58,8 @@ pub(crate) enum Request {
         head: bool,
         /// The path, without the query string.
         path: String,
+        /// The `Host` header, if any.
+        host: Option<String>,
     },
 }
 
@@ -54,7 +69,7 @@ pub(crate) struct Response {
     pub status: u16,
     reason: &'static str,
     content_type: &'static str,
-    extra_headers: &'static str,
+    extra_headers: Cow<'static, str>,
     body: Cow<'static, str>,
     head_only: bool,
 }
@@ -76,7 +91,7 @@ impl Response {
             status,
             reason,
             content_type,
-            extra_headers: "",
+            extra_headers: "".into(),
             body,
             head_only: false,
         }
@@ -190,7 +205,7 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request,
         }
         if header(request, "sec-websocket-version") != Some("13") {
             return Err(Response {
-                extra_headers: "Sec-WebSocket-Version: 13\r\n",
+                extra_headers: "Sec-WebSocket-Version: 13\r\n".into(),
                 ..Response::text(
                     426,
                     "Upgrade Required",
@@ -207,11 +222,20 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request,
             leftover: rest.to_vec(),
         });
     }
+    let host = header(request, "host").map(str::to_string);
     match method {
-        "GET" => Ok(Request::Plain { head: false, path }),
-        "HEAD" => Ok(Request::Plain { head: true, path }),
+        "GET" => Ok(Request::Plain {
+            head: false,
+            path,
+            host,
+        }),
+        "HEAD" => Ok(Request::Plain {
+            head: true,
+            path,
+            host,
+        }),
         _ => Err(Response {
-            extra_headers: "Allow: GET, HEAD\r\n",
+            extra_headers: "Allow: GET, HEAD\r\n".into(),
             ..Response::text(
                 405,
                 "Method Not Allowed",
@@ -221,14 +245,47 @@ fn classify(request: &httparse::Request<'_, '_>, rest: &[u8]) -> Result<Request,
     }
 }
 
-/// The answer to a plain `GET`/`HEAD` of `path`.
-pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool) -> Response {
+/// The Content-Security-Policy of the demo page, for a request whose `Host`
+/// header is `host`. `'self'` covers the page's own origin, and in browsers
+/// that follow CSP level 3 also its `ws:`/`wss:` form; the page's WebSocket
+/// endpoint is named explicitly too when `host` is a plain `host[:port]`
+/// (anything else is left out rather than copied into a header).
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let plain = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 261
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    let sockets = match host.filter(|h| plain(h)) {
+        Some(h) => format!(" ws://{h} wss://{h}"),
+        None => String::new(),
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'{sockets}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The answer to a plain `GET`/`HEAD` of `path`; `host` is the request's
+/// `Host` header (for the page's Content-Security-Policy).
+pub(crate) fn page(pages: HttpPages, path: &str, head_only: bool, host: Option<&str>) -> Response {
     let found =
         |content_type, body: &'static str| Response::new(200, "OK", content_type, body.into());
     let response = match (pages, path) {
-        (HttpPages::Demo, "/" | "/index.html") => found("text/html; charset=utf-8", DEMO_PAGE),
+        (HttpPages::Demo, "/" | "/index.html") => Response {
+            extra_headers: format!(
+                "Content-Security-Policy: {}\r\nReferrer-Policy: no-referrer\r\n",
+                content_security_policy(host)
+            )
+            .into(),
+            ..found("text/html; charset=utf-8", DEMO_PAGE)
+        },
         (HttpPages::Demo, "/relais.js") => found("text/javascript; charset=utf-8", CLIENT_JS),
         (HttpPages::Demo, "/relais.d.ts") => found("text/plain; charset=utf-8", CLIENT_DTS),
+        (HttpPages::Demo, "/demo.js") => found("text/javascript; charset=utf-8", DEMO_JS),
+        (HttpPages::Demo, "/demo.css") => found("text/css; charset=utf-8", DEMO_CSS),
+        (HttpPages::Demo, "/favicon.svg" | "/favicon.ico") => found("image/svg+xml", FAVICON),
         (HttpPages::None, _) => Response::text(
             404,
             "Not Found",

@@ -52,7 +52,7 @@ use relais_protocol::{frames::kind, CloseReason, FrameError, LENGTH_PREFIX_LEN};
 use relais_protocol::{MAX_FRAME_LEN, MAX_HELLO_LEN};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -72,8 +72,10 @@ pub enum HttpPages {
     /// Every plain request gets `404 Not Found` (with a one-line hint).
     #[default]
     None,
-    /// `GET /` is the live demo page, `GET /relais.js` the browser client
-    /// (and `/relais.d.ts` its type declarations); anything else is a 404.
+    /// `GET /` is the live demo page (with its `/demo.js`, `/demo.css` and
+    /// `/favicon.svg`, and a strict Content-Security-Policy), `GET
+    /// /relais.js` the browser client (and `/relais.d.ts` its type
+    /// declarations); anything else is a 404.
     Demo,
 }
 
@@ -141,8 +143,9 @@ pub(crate) async fn serve_connection(
         Request::Plain { .. } if admission.is_err() => {
             return web::respond(stream, web::Response::server_full()).await
         }
-        Request::Plain { head, path } => {
-            return web::respond(stream, web::page(pages, &path, head)).await
+        Request::Plain { head, path, host } => {
+            let response = web::page(pages, &path, head, host.as_deref());
+            return web::respond(stream, response).await;
         }
     };
     let accept = derive_accept_key(key.as_bytes());
@@ -332,6 +335,12 @@ impl FrameSource for WsSource {
                 Some(Err(WsError::Io(e))) => {
                     self.failed = true;
                     return Err(e.into());
+                }
+                // The stream ended without a WebSocket close: the connection
+                // was lost (a browser killed, a network path reset), as an
+                // end of stream is on TCP; not a protocol error.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return Ok(None)
                 }
                 Some(Err(e @ WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                     return Err(self.fail(CloseCode::Size, ReadError::Transport(e.to_string())))

@@ -291,6 +291,29 @@ async fn websocket_clients_count_against_the_connection_limit() {
 }
 
 #[tokio::test]
+async fn a_websocket_ending_without_a_close_is_a_lost_connection() {
+    let (s, ws_addr) = start(unlimited(), HttpPages::None).await;
+    let mut watcher = Ws::connect(ws_addr).await;
+    watcher.hello("watcher", "r").await;
+    let mut gone = Ws::connect(ws_addr).await;
+    gone.hello("gone", "r").await;
+    assert_eq!(
+        watcher.next().await,
+        Seen::Frame(ServerFrame::Joined("gone".into()))
+    );
+    // The TCP stream ends, no close frame (a killed browser, a reset path).
+    drop(gone);
+    assert_eq!(
+        watcher.next().await,
+        Seen::Frame(ServerFrame::Left(
+            "gone".into(),
+            CloseReason::ConnectionLost
+        ))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_says_goodbye_and_going_away() {
     let (s, ws_addr) = start(unlimited(), HttpPages::None).await;
     let mut web = Ws::connect(ws_addr).await;
@@ -359,9 +382,68 @@ async fn with_pages_the_demo_and_the_client_are_served() {
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("Content-Type: text/html"));
     assert!(page.contains("relais live demo"));
+    // A strict policy: nothing inline, everything from this origin, and its
+    // WebSocket endpoint (named too, for browsers before CSP level 3).
+    let csp = "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; \
+               img-src 'self'; connect-src 'self' ws://x wss://x; base-uri 'none'; \
+               form-action 'self'; frame-ancestors 'none'\r\n";
+    assert!(page.contains(csp), "{page}");
+    let body = &page[page.find("\r\n\r\n").unwrap()..];
+    assert!(!body.contains("<style"), "no inline style sheet");
+    assert!(!body.contains(" style="), "no style attribute");
+    for tag in body.split("<script").skip(1) {
+        let tag = &tag[..tag.find('>').unwrap()];
+        assert!(tag.contains(" src="), "no inline script: <script{tag}>");
+    }
+    let handler = |w: &&str| {
+        w.split_once('=').is_some_and(|(attr, _)| {
+            attr.len() > 2 && attr.starts_with("on") && attr.chars().all(|c| c.is_ascii_lowercase())
+        })
+    };
+    assert_eq!(
+        body.split_whitespace().find(handler),
+        None,
+        "no inline event handler"
+    );
+    // Everything the page loads is served, the icon too (no 404 in the console).
+    let mut loaded = 0;
+    for (i, _) in body.match_indices("=\"./") {
+        let path = &body[i + 4..];
+        let path = &path[..path.find('"').unwrap()];
+        let answer = http(ws_addr, &format!("GET /{path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{path}: {answer}"
+        );
+        loaded += 1;
+    }
+    assert_eq!(loaded, 3, "demo.css, demo.js and favicon.svg");
+    let script = http(ws_addr, "GET /demo.js HTTP/1.1\r\n\r\n").await;
+    assert!(script.contains("Content-Type: text/javascript"));
+    assert!(script.contains("from \"./relais.js\""));
+    let css = http(ws_addr, "GET /demo.css HTTP/1.1\r\n\r\n").await;
+    assert!(css.contains("Content-Type: text/css"));
+    let icon = http(ws_addr, "GET /favicon.ico HTTP/1.1\r\n\r\n").await;
+    assert!(
+        icon.starts_with("HTTP/1.1 200 OK\r\n") && icon.contains("Content-Type: image/svg+xml")
+    );
+    // HEAD gets the policy too; a Host that is not a plain host[:port] is left
+    // out of it (never copied into a header), 'self' still covers the page.
+    let head = http(ws_addr, "HEAD / HTTP/1.1\r\nHost: [::1]:7778\r\n\r\n").await;
+    assert!(
+        head.contains("connect-src 'self' ws://[::1]:7778 wss://[::1]:7778;"),
+        "{head}"
+    );
+    for host in ["Host: x; script-src *\r\n", "Host: x\"\r\n", ""] {
+        let page = http(ws_addr, &format!("HEAD / HTTP/1.1\r\n{host}\r\n")).await;
+        assert!(
+            page.contains("connect-src 'self'; base-uri"),
+            "{host}: {page}"
+        );
+    }
     let js = http(ws_addr, "GET /relais.js HTTP/1.1\r\n\r\n").await;
     assert!(js.contains("Content-Type: text/javascript"));
-    assert!(js.contains("export function connect"));
+    assert!(js.contains("export async function connect("));
     let head = http(ws_addr, "HEAD /relais.js HTTP/1.1\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"));
     let missing = http(ws_addr, "GET /nope HTTP/1.1\r\n\r\n").await;
