@@ -685,9 +685,10 @@ impl Core {
             ConnectError::Refused {
                 reason: RefuseReason::ResumeInvalid,
                 ..
-            } => {
+            } if !self.resume_token.is_empty() => {
                 // The server does not know the seat (it restarted, say):
-                // join afresh, at once.
+                // join afresh, at once. (Refused 14 with no token to blame
+                // is a broken server: that one backs off like the rest.)
                 self.resume_token.clear();
                 self.phase = Phase::Waiting { at: now };
                 return;
@@ -775,6 +776,7 @@ fn retry_refusal(reason: RefuseReason) -> bool {
     matches!(
         reason,
         RefuseReason::NameTaken
+            | RefuseReason::ResumeInvalid
             | RefuseReason::ServerFull
             | RefuseReason::RoomFull
             | RefuseReason::Overloaded

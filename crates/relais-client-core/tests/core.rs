@@ -183,6 +183,30 @@ fn silence_pings_twice_then_reconnects_and_resumes_with_a_member_diff() {
 }
 
 #[test]
+fn a_server_refusing_an_empty_resume_token_gets_backoff_not_a_busy_loop() {
+    let t0 = Instant::now();
+    let mut core = joined(t0);
+    core.handle_eof(t0);
+    core.poll_action();
+    let mut now = t0;
+    let mut immediate = 0;
+    for _ in 0..5 {
+        now = core.poll_timeout().unwrap();
+        core.handle_timeout(now);
+        core.poll_action();
+        core.connected(now);
+        transmit(&mut core);
+        core.handle_input(b"\x00\x00\x00\x16\x82\x0eresume token invalid", now);
+        core.poll_action();
+        immediate += usize::from(core.poll_timeout() == Some(now));
+    }
+    // The first 14 drops the token "RT" and retries at once; the next ones,
+    // with no token to blame, wait.
+    assert_eq!(immediate, 1);
+    assert_eq!(core.state(), State::Reconnecting);
+}
+
+#[test]
 fn reconnecting_gives_up_when_the_window_passes_or_the_refusal_is_final() {
     let t0 = Instant::now();
     let mut core = joined(t0);
