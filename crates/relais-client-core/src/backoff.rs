@@ -34,7 +34,7 @@ impl Backoff {
     /// The delay before the next attempt; the one after doubles.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         let half = d / 2;
         // Uniform in [0, 1): 53 random bits.
         let unit = (self.random() >> 11) as f64 / (1u64 << 53) as f64;

@@ -23,6 +23,21 @@ pub const UNKNOWN_REASON: CloseReason = CloseReason::Unknown(255);
 /// first two each send a `PING`, the third gives up.
 const SILENT_INTERVALS_LIMIT: u32 = 3;
 
+/// A connection that stayed up this long was a working link: after it,
+/// reconnecting starts again from the first backoff delay and a fresh
+/// window. One that drops sooner (a server that accepts and then fails
+/// straight away) keeps backing off.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+
+/// Stands for "never" where a duration is too long to add to an instant.
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `now + d`, or as good as never if that is past what an instant holds
+/// (`Duration::MAX` is a natural way to say "no limit").
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + FOREVER)
+}
+
 /// A read buffer that grew past this (a burst of large frames) is freed once
 /// drained rather than kept for the life of the connection.
 const BUFFER_RETAIN_LIMIT: usize = 1024 * 1024;
@@ -188,6 +203,8 @@ pub struct Core {
     goodbye_due: bool,
     last_input: Instant,
     silent_intervals: u32,
+    /// When the current connection's `WELCOME` came.
+    joined_at: Instant,
     // The session.
     room: String,
     members: Vec<String>,
@@ -237,6 +254,7 @@ impl Core {
             goodbye_due: false,
             last_input: now,
             silent_intervals: 0,
+            joined_at: now,
             room: String::new(),
             members: Vec::new(),
             max_payload: MAX_PAYLOAD,
@@ -342,7 +360,7 @@ impl Core {
             Phase::Joined => {
                 self.goodbye_due = true;
                 self.phase = Phase::Closing {
-                    deadline: now + self.options.close_timeout,
+                    deadline: later(now, self.options.close_timeout),
                 };
             }
             Phase::Closing { .. } | Phase::Closed => {}
@@ -375,7 +393,10 @@ impl Core {
 
     fn keepalive_deadline(&self) -> Option<Instant> {
         let k = self.options.keepalive;
-        (!k.is_zero()).then(|| self.last_input + k * (self.silent_intervals + 1))
+        (!k.is_zero()).then(|| {
+            let wait = k.checked_mul(self.silent_intervals + 1).unwrap_or(FOREVER);
+            later(self.last_input, wait)
+        })
     }
 
     /// Acts on the time: starts an attempt, times one out, pings, declares
@@ -383,7 +404,7 @@ impl Core {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Waiting { at } if now >= at => {
-                let deadline = now + self.options.connect_timeout;
+                let deadline = later(now, self.options.connect_timeout);
                 self.phase = Phase::Opening { deadline };
                 self.transport = true;
                 self.action = Some(Action::Connect { deadline });
@@ -551,7 +572,7 @@ impl Core {
         };
         if let Phase::Handshake { .. } = self.phase {
             match frame {
-                ServerFrame::Welcome(w) if w.version == VERSION => self.welcome(w),
+                ServerFrame::Welcome(w) if w.version == VERSION => self.welcome(w, now),
                 ServerFrame::Welcome(w) => {
                     self.attempt_failed(
                         ConnectError::Protocol(format!(
@@ -634,15 +655,14 @@ impl Core {
         }
     }
 
-    fn welcome(&mut self, w: Welcome) {
+    fn welcome(&mut self, w: Welcome, now: Instant) {
         self.phase = Phase::Joined;
         self.max_payload = MAX_PAYLOAD.min(w.max_payload as usize);
         if let Some(resume) = &w.resume {
             self.resume_token.clone_from(&resume.token);
         }
-        self.window_end = None;
         self.last_failure = None;
-        self.backoff.reset();
+        self.joined_at = now;
         self.room = w.room;
         if !self.ever_joined {
             self.ever_joined = true;
@@ -708,6 +728,10 @@ impl Core {
     /// A joined connection ended.
     fn connection_lost(&mut self, why: Disconnect, now: Instant) {
         self.release_transport();
+        if now.saturating_duration_since(self.joined_at) >= STABLE_LINK {
+            self.backoff.reset();
+            self.window_end = None;
+        }
         self.hello_due = false;
         self.goodbye_due = false;
         let retry = match &why {
@@ -727,16 +751,16 @@ impl Core {
     }
 
     /// Schedules the next attempt, unless the reconnect window has passed.
+    /// The last attempt is made at the window's end, however short it is.
     fn retry(&mut self, why: Disconnect, now: Instant) {
         let end = *self
             .window_end
-            .get_or_insert(now + self.options.reconnect_window);
-        self.last_failure = Some(why);
-        let at = now + self.backoff.next_delay();
-        if at > end {
-            let why = self.last_failure.take().unwrap_or(Disconnect::Timeout);
+            .get_or_insert(later(now, self.options.reconnect_window));
+        if now >= end {
             return self.close_for_good(why);
         }
+        self.last_failure = Some(why);
+        let at = later(now, self.backoff.next_delay()).min(end);
         self.phase = Phase::Waiting { at };
     }
 

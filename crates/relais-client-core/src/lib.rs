@@ -33,7 +33,7 @@
 //!         Some(Action::Disconnect) => drop the transport,
 //!         None => {}
 //!     }
-//!     if core.is_closed() { break }
+//!     if core.is_finished() { break }
 //!     core.poll_transmit(&mut out); write `out`
 //!     while let Some(event) = core.poll_event() { hand it to the application }
 //!     wait for: bytes (core.handle_input / handle_eof / io_failed), the user

@@ -188,10 +188,9 @@ fn a_server_refusing_an_empty_resume_token_gets_backoff_not_a_busy_loop() {
     let mut core = joined(t0);
     core.handle_eof(t0);
     core.poll_action();
-    let mut now = t0;
     let mut immediate = 0;
     for _ in 0..5 {
-        now = core.poll_timeout().unwrap();
+        let now = core.poll_timeout().unwrap();
         core.handle_timeout(now);
         core.poll_action();
         core.connected(now);
@@ -306,4 +305,80 @@ proptest! {
         prefixed.extend_from_slice(&stream);
         prop_assert_eq!(run(vec![&prefixed]), run(prefixed.chunks(cut).collect()));
     }
+}
+
+#[test]
+fn no_limit_durations_mean_never_not_a_panic() {
+    let t0 = Instant::now();
+    let mut options = Options::new("al");
+    options.connect_timeout = Duration::MAX;
+    options.keepalive = Duration::MAX;
+    options.reconnect_window = Duration::MAX;
+    options.backoff_max = Duration::MAX;
+    options.close_timeout = Duration::MAX;
+    let mut core = Core::new(options, t0).unwrap();
+    core.handle_timeout(t0);
+    assert!(matches!(core.poll_action(), Some(Action::Connect { .. })));
+    core.connected(t0);
+    transmit(&mut core);
+    core.handle_input(WELCOME_AL, t0);
+    assert!(core.poll_timeout().is_some());
+    for _ in 0..200 {
+        core.handle_eof(t0);
+        core.poll_action();
+        let at = core.poll_timeout().unwrap();
+        core.handle_timeout(at);
+        core.poll_action();
+        core.connected(at);
+        transmit(&mut core);
+        core.handle_input(WELCOME_AL, at);
+    }
+    core.close(t0);
+    assert_eq!(core.state(), State::Closed);
+}
+
+#[test]
+fn a_server_that_drops_every_connection_at_once_is_backed_off_then_given_up() {
+    let t0 = Instant::now();
+    let mut core = joined(t0);
+    let mut now = t0 + Duration::from_secs(30);
+    let mut delays = Vec::new();
+    while core.state() != State::Closed {
+        // Welcomed, then dropped straight away (GOODBYE 1), again and again.
+        core.handle_input(b"\x00\x00\x00\x02\x12\x01", now);
+        core.poll_action();
+        let Some(at) = core.poll_timeout() else { break };
+        delays.push(at - now);
+        now = at;
+        core.handle_timeout(now);
+        core.poll_action();
+        core.connected(now);
+        transmit(&mut core);
+        core.handle_input(WELCOME_AL, now);
+        assert!(delays.len() < 100, "{delays:?}");
+    }
+    // Doubling to 5 s, within the 60 s window, then closed.
+    assert!(delays[5] >= Duration::from_millis(1600), "{delays:?}");
+    assert!(now - (t0 + Duration::from_secs(30)) <= Duration::from_secs(60));
+}
+
+#[test]
+fn a_window_shorter_than_the_first_delay_still_gets_one_attempt() {
+    let t0 = Instant::now();
+    let mut options = Options::new("al");
+    options.reconnect_window = Duration::from_millis(10);
+    let mut core = Core::new(options, t0).unwrap();
+    core.handle_timeout(t0);
+    core.poll_action();
+    core.connected(t0);
+    transmit(&mut core);
+    core.handle_input(WELCOME_AL, t0);
+    let lost = t0 + Duration::from_secs(30);
+    core.handle_eof(lost);
+    core.poll_action();
+    assert_eq!(core.poll_timeout(), Some(lost + Duration::from_millis(10)));
+    core.handle_timeout(lost + Duration::from_millis(10));
+    assert!(matches!(core.poll_action(), Some(Action::Connect { .. })));
+    core.connect_failed(ConnectError::Timeout, lost + Duration::from_millis(10));
+    assert_eq!(core.state(), State::Closed);
 }

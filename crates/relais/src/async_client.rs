@@ -23,8 +23,10 @@ use crate::{Event, Message};
 /// never blocks (it queues), [`recv`](Self::recv) and
 /// [`recv_event`](Self::recv_event) await, and [`events`](Self::events)
 /// is a `Stream` of everything that happens in the room. The I/O runs as a
-/// task on the runtime that connected; dropping the client stops it (use
-/// [`close`](Self::close) to say goodbye properly).
+/// task on the runtime that connected; dropping the client stops it
+/// without a goodbye, so the server keeps its seat for the resume grace
+/// (10 s by default) before the others see it leave: use
+/// [`close`](Self::close) to leave at once.
 ///
 /// ```no_run
 /// use relais::{Client, Event};
@@ -96,7 +98,8 @@ impl AsyncClient {
             .await
     }
 
-    /// The next event: message, join or leave.
+    /// The next event: a message, a join or a leave, or news of the
+    /// connection (`Reconnecting`, `Reconnected`).
     pub async fn recv_event(&self) -> Result<Event, Disconnect> {
         self.shared.take_async(Some).await
     }

@@ -337,11 +337,13 @@ impl ClientBuilder {
     /// ```
     pub async fn connect_async(self, addr: impl ServerAddr) -> Result<AsyncClient, ConnectError> {
         let (shared, target) = self.prepare(addr)?;
-        let driver = tokio::spawn(drive(Arc::clone(&shared), target));
+        // Until the client is handed out, dropping this call (a timeout
+        // around it, say) stops the connection too: no seat is left behind.
+        let mut driver = AbortOnDrop(Some(tokio::spawn(drive(Arc::clone(&shared), target))));
         match shared.first_async().await {
-            Ok(()) => Ok(AsyncClient::new(shared, driver)),
+            Ok(()) => Ok(AsyncClient::new(shared, driver.take())),
             Err(e) => {
-                let _ = driver.await;
+                let _ = driver.take().await;
                 Err(e)
             }
         }
@@ -359,9 +361,26 @@ impl ClientBuilder {
         options.reconnect_window = self.reconnect_window;
         options.seed = seed();
         let core = Core::new(options, Instant::now())?;
-        let target = Target::resolve(addr, self.tls)?;
+        let target = Target::resolve(addr, self.tls.as_ref())?;
         let shared = Arc::new(Shared::new(core, self.receive_mode, self.inbound_capacity));
         Ok((shared, target))
+    }
+}
+
+/// A task aborted if dropped before it is taken.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn take(&mut self) -> tokio::task::JoinHandle<()> {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 
@@ -409,7 +428,7 @@ fn rooms_of(
     addr: impl ServerAddr,
     tls: Option<&TlsOptions>,
 ) -> Result<Vec<RoomInfo>, ConnectError> {
-    let target = Target::resolve(addr, tls.cloned())?;
+    let target = Target::resolve(addr, tls)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

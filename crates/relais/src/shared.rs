@@ -136,7 +136,13 @@ impl Shared {
 
     /// Asks the core to close, records it, and wakes the driver.
     pub(crate) fn close(&self) {
-        self.core().close(Instant::now());
+        {
+            let mut core = self.core();
+            core.close(Instant::now());
+            // What had arrived is queued before the status is set, so a
+            // receive sees all of it before the disconnect.
+            self.deliver(&mut core);
+        }
         self.end(Disconnect::Closed);
         self.wake_driver.notify_one();
     }

@@ -144,31 +144,56 @@ fn add_pem(roots: &mut RootCertStore, pem: &[u8], what: &str) -> Result<(), Conn
     Ok(())
 }
 
-/// Runs the TLS handshake on a connected socket. `host` is the address's
-/// host part, the server name unless the options give one.
-pub(crate) async fn connect(
-    socket: TcpStream,
-    options: &TlsOptions,
-    host: Option<&str>,
-) -> Result<TlsStream<TcpStream>, ConnectError> {
-    let config = options.client_config()?;
-    let name = options
-        .server_name
-        .clone()
-        .or(host.map(str::to_owned))
-        .ok_or_else(|| {
-            ConnectError::Tls(
-                "no server name to verify the certificate against: give one with \
-                 TlsOptions::server_name"
-                    .into(),
-            )
-        })?;
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|_| ConnectError::Tls(format!("{name:?} is not a valid server name")))?;
-    TlsConnector::from(config)
-        .connect(server_name, socket)
-        .await
-        .map_err(handshake_error)
+/// TLS as a client will use it on every (re)connect: the configuration
+/// (trust roots read once) and the server name to verify.
+#[derive(Clone)]
+pub(crate) struct TlsSetup {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSetup {
+    /// Reads the trust roots and settles the server name: `host`, the
+    /// address's host part, unless the options give one.
+    pub(crate) fn new(options: &TlsOptions, host: Option<&str>) -> Result<Self, ConnectError> {
+        let config = options.client_config()?;
+        let name = options
+            .server_name
+            .clone()
+            .or(host.map(str::to_owned))
+            .ok_or_else(|| {
+                ConnectError::Tls(
+                    "no server name to verify the certificate against: give one with \
+                     TlsOptions::server_name"
+                        .into(),
+                )
+            })?;
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|_| ConnectError::Tls(format!("{name:?} is not a valid server name")))?;
+        Ok(Self {
+            connector: TlsConnector::from(config),
+            server_name,
+        })
+    }
+
+    /// Runs the TLS handshake on a connected socket.
+    pub(crate) async fn connect(
+        &self,
+        socket: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, ConnectError> {
+        self.connector
+            .connect(self.server_name.clone(), socket)
+            .await
+            .map_err(handshake_error)
+    }
 }
 
 /// A handshake I/O error as the connect error it stands for.

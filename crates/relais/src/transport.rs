@@ -7,7 +7,7 @@ use relais_client_core::ConnectError;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::tls::{self, TlsOptions};
+use crate::tls::{TlsOptions, TlsSetup};
 
 /// Bytes both ways.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -17,18 +17,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) addrs: Vec<SocketAddr>,
-    /// The host part of the address, the name TLS verifies by default.
-    pub(crate) host: Option<String>,
-    pub(crate) tls: Option<TlsOptions>,
+    /// TLS, set up once (trust roots read, server name settled).
+    pub(crate) tls: Option<TlsSetup>,
 }
 
 impl Target {
-    /// Resolves `addr` (this may block on a name lookup).
+    /// Resolves `addr` (this may block on a name lookup) and sets up TLS
+    /// (reading the trust roots).
     pub(crate) fn resolve(
         addr: impl crate::ServerAddr,
-        tls: Option<TlsOptions>,
+        tls: Option<&TlsOptions>,
     ) -> Result<Self, ConnectError> {
-        let host = addr.host();
+        let tls = tls
+            .map(|options| TlsSetup::new(options, addr.host().as_deref()))
+            .transpose()?;
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
             return Err(ConnectError::Io(std::io::Error::new(
@@ -36,7 +38,7 @@ impl Target {
                 "the address resolved to no socket address",
             )));
         }
-        Ok(Self { addrs, host, tls })
+        Ok(Self { addrs, tls })
     }
 
     /// Opens a connection: each address in turn, `TCP_NODELAY` (updates are
@@ -50,9 +52,7 @@ impl Target {
                     socket.set_nodelay(true)?;
                     return Ok(match &self.tls {
                         None => Box::new(socket),
-                        Some(options) => {
-                            Box::new(tls::connect(socket, options, self.host.as_deref()).await?)
-                        }
+                        Some(tls) => Box::new(tls.connect(socket).await?),
                     });
                 }
                 Err(e) => last = Some(e),

@@ -160,6 +160,7 @@ async fn a_client_that_must_not_reconnect_closes_with_the_reason() {
 struct Proxy {
     addr: SocketAddr,
     cut: tokio::sync::watch::Sender<u32>,
+    freeze: tokio::sync::watch::Sender<u32>,
 }
 
 impl Proxy {
@@ -167,10 +168,12 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = tokio::sync::watch::channel(0);
-        let cuts = cut.clone();
+        let (freeze, _) = tokio::sync::watch::channel(0);
+        let (cuts, freezes) = (cut.clone(), freeze.clone());
         tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
                 let mut cut = cuts.subscribe();
+                let mut freeze = freezes.subscribe();
                 tokio::spawn(async move {
                     let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -178,16 +181,27 @@ impl Proxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
                         _ = cut.changed() => {}
+                        // Frozen: nothing passes either way, both sockets
+                        // stay open (a dead path), until cut.
+                        _ = freeze.changed() => {
+                            let _ = cut.changed().await;
+                        }
                     }
                 });
             }
         });
-        Self { addr, cut }
+        Self { addr, cut, freeze }
     }
 
     /// Cuts every connection open now.
     fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Stops every connection open now from passing anything, keeping it
+    /// open.
+    fn freeze(&self) {
+        self.freeze.send_modify(|n| *n += 1);
     }
 }
 
@@ -314,4 +328,50 @@ async fn resume_latency() {
         took[10], took[0], took[19]
     );
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_path_is_found_by_keepalive_even_while_a_write_is_stuck() {
+    let s = TestServer::start().await;
+    let proxy = Proxy::start(s.addr).await;
+    let alice = Client::builder("alice")
+        .keepalive(Duration::from_millis(200))
+        .reconnect_window(Duration::ZERO)
+        .connect_async(proxy.addr)
+        .await
+        .unwrap();
+    proxy.freeze();
+    // More than the kernel buffers on the way hold: the write blocks.
+    for _ in 0..400 {
+        alice.send(vec![7u8; 64 * 1024]).unwrap();
+        tokio::task::yield_now().await;
+    }
+    let end = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
+    assert_eq!(end.expect("keepalive ends it"), Err(Disconnect::Timeout));
+    assert_eq!(alice.state(), State::Closed);
+    proxy.cut();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_connect_given_up_by_its_caller_leaves_no_connection_behind() {
+    // A server that accepts and never answers the HELLO.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Its own timeout is far off: only the caller's gives up.
+    let connect = Client::builder("alice")
+        .connect_timeout(Duration::from_secs(3600))
+        .connect_async(addr);
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), connect).await;
+    assert!(gave_up.is_err());
+    let (mut socket, _) = listener.accept().await.unwrap();
+    // The HELLO, then end of stream: the attempt stopped with the call.
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut seen),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+    assert_eq!(seen.get(4), Some(&relais_protocol::frames::kind::HELLO));
 }
