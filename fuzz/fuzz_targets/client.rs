@@ -38,7 +38,11 @@ fn session(chunks: &[&[u8]]) -> (String, String, Vec<u8>) {
     let events: Vec<String> = std::iter::from_fn(|| core.poll_event())
         .map(|u| format!("{u:?}"))
         .collect();
-    (events.join("\n"), format!("{:?}", core.state()), out.to_vec())
+    (
+        events.join("\n"),
+        format!("{:?}", core.state()),
+        out.to_vec(),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -22,8 +22,8 @@ use bytes::{Bytes, BytesMut};
 use relais_protocol::frames::{encode_data, kind, FLAG_MORE};
 use relais_protocol::{
     encode_message, name_key, normalize_name, normalize_room, ClientFrame, FrameDecoder,
-    FrameError, ServerFrame, FLAG_ECHO, FLAG_TOKEN, LENGTH_PREFIX_LEN, MAX_FRAME_LEN, MAX_NAME_LEN,
-    MAX_PAYLOAD,
+    FrameError, ServerFrame, Welcome, FLAG_ECHO, FLAG_RESUME, FLAG_RESUMED, FLAG_TOKEN,
+    LENGTH_PREFIX_LEN, MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PAYLOAD,
 };
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
@@ -313,8 +313,8 @@ pub fn check_server(body: &Bytes) -> Option<ServerFrame> {
 /// from `body`, and returns the re-encoded body:
 ///
 /// - it is the original body byte for byte, except that a flags byte keeps
-///   only the bits the frame type defines (`HELLO`: echo and token,
-///   `ROOM_LIST`: more);
+///   only the bits the frame type defines (`HELLO`: echo, token and resume;
+///   `ROOM_LIST`: more; `WELCOME`'s resume flags: resumed);
 /// - its prefix is right: a decoder at [`MAX_FRAME_LEN`] reads it back as
 ///   exactly one frame.
 pub fn check_reencoding(body: &Bytes, wire: &Bytes) -> Bytes {
@@ -324,8 +324,16 @@ pub fn check_reencoding(body: &Bytes, wire: &Bytes) -> Bytes {
         "re-encoded size"
     );
     let (flags_at, defined) = match body[0] {
-        kind::HELLO => (Some(3), FLAG_ECHO | FLAG_TOKEN),
+        kind::HELLO => (Some(3), FLAG_ECHO | FLAG_TOKEN | FLAG_RESUME),
         kind::ROOM_LIST => (Some(1), FLAG_MORE),
+        // A WELCOME's resume flags come just before its resume token, the
+        // last field.
+        kind::WELCOME => match ServerFrame::decode(body.clone()) {
+            Ok(ServerFrame::Welcome(Welcome {
+                resume: Some(r), ..
+            })) => (Some(body.len() - r.token.len() - 2), FLAG_RESUMED),
+            _ => (None, 0),
+        },
         _ => (None, 0),
     };
     let re = wire.slice(LENGTH_PREFIX_LEN..);
