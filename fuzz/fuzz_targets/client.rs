@@ -3,7 +3,8 @@
 //! arbitrary server bytes, arbitrarily split (see `src/lib.rs`), then end of
 //! stream. It must not panic, must see the same events and end in the same
 //! state whatever the split, and must never write anything but whole client
-//! frames.
+//! frames (which frames depends on when writes happen, so that is not
+//! compared).
 
 #![no_main]
 
@@ -51,10 +52,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = session(&[stream]);
     let split = session(&chunks(&sizes, stream));
-    assert_eq!(whole, split, "splitting the stream changed the outcome");
-    // What the client wrote is whole, valid client frames.
-    drive(&[&whole.2], MAX_FRAME_LEN, 64, |body| {
-        assert!(check_client(body).is_some(), "the client wrote a bad frame");
-        Next::Continue(MAX_FRAME_LEN)
-    });
+    // What the client writes depends on when it gets to write (a PONG due
+    // when the stream turns out corrupt goes out only if a write came in
+    // between), so the two runs compare by what they saw and where they
+    // ended; what each wrote must be whole, valid client frames.
+    assert_eq!(
+        (&whole.0, &whole.1),
+        (&split.0, &split.1),
+        "splitting the stream changed the outcome"
+    );
+    for (_, _, written) in [&whole, &split] {
+        drive(&[written], MAX_FRAME_LEN, 64, |body| {
+            assert!(check_client(body).is_some(), "the client wrote a bad frame");
+            Next::Continue(MAX_FRAME_LEN)
+        });
+    }
 });
