@@ -184,15 +184,10 @@ pub struct Core {
     /// Whether a `WELCOME` ever came: before it, failures are the
     /// connect call's errors; after it, they are reconnected.
     ever_joined: bool,
-    /// Set while a transport is open (between `Connect` and `Disconnect`).
-    transport: bool,
     /// The end of the current reconnect window.
     window_end: Option<Instant>,
-    /// Why the last connection or attempt ended (reported if the window
-    /// passes).
-    last_failure: Option<Disconnect>,
     backoff: Backoff,
-    /// `Some` once the server issued one; `Some("")` asks for one.
+    /// The seat's token once the server issued one; empty asks for one.
     resume_token: String,
     // The current connection.
     decoder: FrameDecoder,
@@ -241,9 +236,7 @@ impl Core {
         Ok(Self {
             phase: Phase::Waiting { at: now },
             ever_joined: false,
-            transport: false,
             window_end: None,
-            last_failure: None,
             backoff,
             resume_token: String::new(),
             decoder: FrameDecoder::new(MAX_FRAME_LEN),
@@ -293,10 +286,10 @@ impl Core {
 
     /// Where the client stands.
     pub fn state(&self) -> State {
+        // Closing and closed always come with a status.
         match self.phase {
             _ if self.status.is_some() => State::Closed,
             Phase::Joined => State::Connected,
-            Phase::Closed | Phase::Closing { .. } => State::Closed,
             _ if self.ever_joined => State::Reconnecting,
             _ => State::Connecting,
         }
@@ -406,7 +399,6 @@ impl Core {
             Phase::Waiting { at } if now >= at => {
                 let deadline = later(now, self.options.connect_timeout);
                 self.phase = Phase::Opening { deadline };
-                self.transport = true;
                 self.action = Some(Action::Connect { deadline });
             }
             Phase::Opening { deadline } | Phase::Handshake { deadline } if now >= deadline => {
@@ -595,7 +587,7 @@ impl Core {
                     self.attempt_failed(
                         ConnectError::Protocol(format!(
                             "expected WELCOME or REFUSED, got {}",
-                            frame_name(&other)
+                            other.type_name()
                         )),
                         now,
                     );
@@ -632,10 +624,7 @@ impl Core {
                 return false;
             }
             other => {
-                let text = format!(
-                    "unexpected {} frame after the handshake",
-                    frame_name(&other)
-                );
+                let text = format!("unexpected {} frame after the handshake", other.type_name());
                 self.broken(text, now);
                 return false;
             }
@@ -661,7 +650,6 @@ impl Core {
         if let Some(resume) = &w.resume {
             self.resume_token.clone_from(&resume.token);
         }
-        self.last_failure = None;
         self.joined_at = now;
         self.room = w.room;
         if !self.ever_joined {
@@ -759,7 +747,6 @@ impl Core {
         if now >= end {
             return self.close_for_good(why);
         }
-        self.last_failure = Some(why);
         let at = later(now, self.backoff.next_delay()).min(end);
         self.phase = Phase::Waiting { at };
     }
@@ -785,8 +772,13 @@ impl Core {
         }
     }
 
+    /// Asks the driver to drop the transport, if the phase has one (callers
+    /// release before they leave the phase).
     fn release_transport(&mut self) {
-        if std::mem::take(&mut self.transport) {
+        if matches!(
+            self.phase,
+            Phase::Opening { .. } | Phase::Handshake { .. } | Phase::Joined | Phase::Closing { .. }
+        ) {
             self.action = Some(Action::Disconnect);
         }
     }
@@ -821,23 +813,7 @@ fn speaks_tls(buf: &[u8]) -> Option<ConnectError> {
     })
 }
 
-/// The name of a server frame's type, for error messages (never the
-/// payload, which may be large or binary).
-pub fn frame_name(frame: &ServerFrame) -> &'static str {
-    match frame {
-        ServerFrame::Welcome(_) => "WELCOME",
-        ServerFrame::Refused(..) => "REFUSED",
-        ServerFrame::Message { .. } => "MESSAGE",
-        ServerFrame::Joined(_) => "JOINED",
-        ServerFrame::Left(..) => "LEFT",
-        ServerFrame::RoomList { .. } => "ROOM_LIST",
-        ServerFrame::Ping => "PING",
-        ServerFrame::Pong => "PONG",
-        ServerFrame::Goodbye(..) => "GOODBYE",
-    }
-}
-
-/// The one-shot room listing, without I/O: write [`RoomLister::REQUEST`],
+/// The one-shot room listing, without I/O: write [`RoomLister::request`],
 /// feed what comes back.
 #[derive(Debug, Default)]
 pub struct RoomLister {
@@ -880,7 +856,7 @@ impl RoomLister {
                 other => {
                     return Err(ConnectError::Protocol(format!(
                         "expected ROOM_LIST, got {}",
-                        frame_name(&other)
+                        other.type_name()
                     )))
                 }
             }

@@ -49,8 +49,6 @@ mod error;
 mod event;
 
 pub use crate::backoff::Backoff;
-pub use crate::core::{
-    frame_name, Action, Core, Options, RoomLister, State, Update, UNKNOWN_REASON,
-};
+pub use crate::core::{Action, Core, Options, RoomLister, State, Update, UNKNOWN_REASON};
 pub use crate::error::{ConnectError, Disconnect, RecvError, SendError};
 pub use crate::event::{Event, Message};

@@ -223,6 +223,19 @@ pub fn encode_data(payload: &[u8], dst: &mut BytesMut) {
 }
 
 impl ClientFrame {
+    /// The frame's type as PROTOCOL.md names it (`HELLO`, `DATA`, ...), for
+    /// messages: never the payload, which may be large or binary.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "HELLO",
+            Self::Data(_) => "DATA",
+            Self::ListRooms => "LIST_ROOMS",
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Goodbye(..) => "GOODBYE",
+        }
+    }
+
     /// Appends the frame, length prefix included, to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         if let Self::Data(p) = self {
@@ -310,6 +323,22 @@ impl ClientFrame {
 }
 
 impl ServerFrame {
+    /// The frame's type as PROTOCOL.md names it (`WELCOME`, `MESSAGE`,
+    /// ...), for messages: never the payload, which may be large or binary.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Welcome(_) => "WELCOME",
+            Self::Refused(..) => "REFUSED",
+            Self::Message { .. } => "MESSAGE",
+            Self::Joined(_) => "JOINED",
+            Self::Left(..) => "LEFT",
+            Self::RoomList { .. } => "ROOM_LIST",
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Goodbye(..) => "GOODBYE",
+        }
+    }
+
     /// Appends the frame, length prefix included, to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         with_prefix(dst, |b| match self {

@@ -252,7 +252,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
                 Ok(ClientFrame::ListRooms) => Err(room_list(relay)),
                 Ok(other) => Err(vec![protocol_error(&format!(
                     "expected HELLO, got {}",
-                    frame_name(&other)
+                    other.type_name()
                 ))]),
                 // A resume token that is not ASCII does not decode: a
                 // protocol error like a too long one, not a refusal.
@@ -462,13 +462,17 @@ fn resume(
     } else {
         normalize_room(&hello.room).map_err(|_| invalid())?
     };
-    let key = ctx.relay.resume_key();
-    let id = key.verify(token, &room, &name).ok_or_else(invalid)?;
+    let id = ctx
+        .relay
+        .resume_key()
+        .verify(token, &room, &name)
+        .ok_or_else(invalid)?;
     check_version(hello)?;
-    let token = key.issue(&room, &name, id);
+    // A token that verifies is the one issued (one encoding per seat): it
+    // goes back as it came.
     Ok(ctx
         .relay
-        .resume(&room, &name, id, hello.echo, token, outbox))
+        .resume(&room, &name, id, hello.echo, token.to_owned(), outbox))
 }
 
 fn check_version(hello: &Hello) -> Result<(), (RefuseReason, String)> {
@@ -715,18 +719,6 @@ async fn send_final<W: FrameSink>(sink: &mut W, frames: &[Bytes], deadline: Dura
         }
     })
     .await;
-}
-
-/// A client frame's type as PROTOCOL.md names it, for texts sent back.
-fn frame_name(frame: &ClientFrame) -> &'static str {
-    match frame {
-        ClientFrame::Hello(_) => "HELLO",
-        ClientFrame::Data(_) => "DATA",
-        ClientFrame::ListRooms => "LIST_ROOMS",
-        ClientFrame::Ping => "PING",
-        ClientFrame::Pong => "PONG",
-        ClientFrame::Goodbye(..) => "GOODBYE",
-    }
 }
 
 fn goodbye(reason: CloseReason, text: &str) -> Bytes {
