@@ -185,6 +185,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         token_key,
         allowed_origins,
         metrics_listen,
+        cluster,
         log_format,
     } = Settings::resolve(&args, &file)?;
     init_logging(log_format);
@@ -235,6 +236,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => None,
         };
         let mut server = relais_server::Server::with_context(ctx);
+        // Before anything listens: a node takes clients once it has heard
+        // the others.
+        let cluster = match cluster {
+            Some(url) => {
+                let node =
+                    relais_server::cluster::Cluster::start(server.context().clone(), &url).await?;
+                println!("relais cluster node {:016x} via {url}", node.node());
+                Some(node)
+            }
+            None => None,
+        };
         // Caught with or without TLS: SIGHUP's default action would end
         // the server (`systemctl reload` sends it).
         #[cfg(unix)]
@@ -279,6 +291,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let ws = tokio::spawn(async move { ws_server.accept_ws(ws_listener, pages).await });
         server.serve_tcp(listener, shutdown_signal()).await;
         let _ = ws.await;
+        if let Some(cluster) = cluster {
+            cluster.leave().await;
+        }
         served.cancel();
         tracing::info!("shut down");
         Ok(())

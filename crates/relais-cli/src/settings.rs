@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// internal address) [default: off, nothing counted].
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Join a cluster of relais nodes through this NATS server (JetStream
+    /// on: `nats-server -js`), e.g. nats://127.0.0.1:4222 [default: none, a
+    /// single server].
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
     /// Log lines as text (colour only on a terminal) or as one JSON object
     /// each, for log collectors [default: text].
     #[arg(long, value_enum)]
@@ -156,6 +161,7 @@ pub struct FileSettings {
     token_public_key: Option<PathBuf>,
     allowed_origins: Option<Vec<String>>,
     metrics_listen: Option<SocketAddr>,
+    cluster: Option<String>,
     log_format: Option<LogFormat>,
 }
 
@@ -182,6 +188,8 @@ pub struct Settings {
     pub allowed_origins: Option<AllowedOrigins>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The NATS server of the cluster this node joins, if any.
+    pub cluster: Option<String>,
     pub log_format: LogFormat,
 }
 
@@ -354,6 +362,12 @@ impl Settings {
                 None => None,
             },
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            cluster: match args.cluster.as_ref().or(file.cluster.as_ref()) {
+                Some(url) if url.trim().is_empty() => {
+                    anyhow::bail!("cluster: a NATS address is needed, e.g. nats://127.0.0.1:4222")
+                }
+                url => url.cloned(),
+            },
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
@@ -647,6 +661,10 @@ mod tests {
     /// (both is a start-up error), and the sample sets the secret.
     const SAMPLE_COMMENTED_OUT: &str = "token_public_key";
 
+    /// Keys the sample shows commented out because setting them changes
+    /// what the server is: `cluster` needs a NATS server.
+    const SAMPLE_OPTIONAL: &[&str] = &["cluster"];
+
     fn resolve_sample(text: &str) -> anyhow::Result<Settings> {
         let file: FileSettings = toml::from_str(text)?;
         Settings::resolve(&ServeArgs::default(), &file)
@@ -658,11 +676,20 @@ mod tests {
         let mut set: Vec<String> = table.keys().cloned().collect();
         let mut expected: Vec<String> = accepted_keys()
             .into_iter()
-            .filter(|k| k != SAMPLE_COMMENTED_OUT)
+            .filter(|k| k != SAMPLE_COMMENTED_OUT && !SAMPLE_OPTIONAL.contains(&k.as_str()))
             .collect();
         set.sort();
         expected.sort();
         assert_eq!(set, expected, "deploy/relais.toml's keys vs the TOML keys");
+        for key in SAMPLE_OPTIONAL {
+            let line = format!("# {key} = ");
+            let value = SAMPLE
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("the sample shows {key} commented out"));
+            let set = format!("{SAMPLE}\n{key} = {value}\n");
+            resolve_sample(&set).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+        }
 
         // The exception is shown, commented out, and is a real one: set as
         // well, the sample is refused; set instead, as its comment says,
@@ -745,6 +772,7 @@ mod tests {
                 "metrics_listen",
                 text(s.metrics_listen.map(|a| a.to_string())),
             ),
+            ("cluster", text(s.cluster.clone())),
             (
                 "log_format",
                 Text(format!("{:?}", s.log_format).to_lowercase()),

@@ -31,6 +31,7 @@
 pub mod auth;
 pub mod batching;
 pub mod budget;
+pub mod cluster;
 pub mod config;
 pub mod fdlimit;
 pub mod metrics;
@@ -92,6 +93,8 @@ pub struct ServerContext {
     /// Per-address connection, handshake and join counts.
     per_ip: Arc<PerIp>,
     connections: Arc<Semaphore>,
+    /// The cluster this server is a node of, if any ([`cluster::Cluster::start`]).
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     /// Refused connections being answered; past [`MAX_REFUSING`] a refused
     /// connection is closed without an answer.
     refusing: Arc<Semaphore>,
@@ -153,6 +156,7 @@ impl ServerContext {
             shutdown: CancellationToken::new(),
             auth: None,
             allowed_origins: None,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -171,9 +175,18 @@ impl ServerContext {
     }
 
     /// Whether the server accepts clients (`/readyz`): until its shutdown
-    /// starts.
+    /// starts, and, on a cluster node, while it reaches NATS.
     pub fn is_ready(&self) -> bool {
-        !self.shutdown.is_cancelled()
+        !self.shutdown.is_cancelled() && self.cluster().is_none_or(|c| c.is_up())
+    }
+
+    /// The cluster this server is a node of, if any.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.get()
+    }
+
+    pub(crate) fn set_cluster(&self, cluster: Arc<cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Accepts WebSocket upgrades only from pages of these origins.

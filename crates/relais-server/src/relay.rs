@@ -2,13 +2,13 @@
 //! and fan-out. It knows nothing of transports: a member is a name and an
 //! [`Outbox`]; frames are encoded bytes.
 //!
-//! Locking: one mutex over the room registry, one per room. Join and leave
-//! take the registry then the room (rooms are created and removed under the
-//! registry lock); publishing takes only its room's lock, so rooms never
-//! contend with each other. Fan-out happens under the room lock, which makes
-//! "join + snapshot" and "publish" atomic with respect to each other: a late
-//! joiner gets every member's latest message exactly once, from the snapshot
-//! or live.
+//! Locking: one mutex over the room registry, one per room. The registry
+//! lock is taken only to create or remove a room; joining, leaving and
+//! publishing take their room's lock, so rooms never contend with each
+//! other. Fan-out happens under the room lock, which makes "join +
+//! snapshot" and "publish" atomic with respect to each other: a late joiner
+//! gets every member's latest message exactly once, from the snapshot or
+//! live.
 //!
 //! Seats and connections: a member's seat can outlive its connection. A
 //! member that joined with `FLAG_RESUME` and whose connection is lost is
@@ -22,10 +22,24 @@
 //! seat's do nothing. That check, made under the room lock, is what makes a
 //! resume and the end of the grace period (or the old connection's end)
 //! race-free: whichever takes the lock first decides.
+//!
+//! Clusters ([`crate::cluster`]): a member is *local* (it has or had a
+//! connection to this node) or *remote* (a member of another node, known
+//! by that node's id and its member id there: [`RemoteId`]). Remote members
+//! have no outbox, like parked ones, and get a local id too, so the
+//! outboxes' latest-wins slots work unchanged. A room exists on a node
+//! while it has local members; each of its local events (`JOINED`, `LEFT`,
+//! a message) gets the next number of the room's stream (its *epoch*, a
+//! number unique to this room on this node, and a sequence number) and goes
+//! to the cluster [`Link`]. Each other node's stream is applied in order
+//! ([`Relay::remote_event`]); a gap, or a stream not yet seen, makes the
+//! room wait for that node's snapshot of its members
+//! ([`Relay::remote_snapshot`]), holding what arrives meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use relais_protocol::{
@@ -35,6 +49,8 @@ use relais_protocol::{
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::MemoryBudget;
+use crate::cluster::wire::{self, RemoteEvent, RemoteSeat, RemoteSnapshot, Stamp};
+use crate::cluster::Link;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, ENTRY_COST, UNTIMED_MESSAGE};
 use crate::resume::ResumeKey;
@@ -43,10 +59,13 @@ use crate::resume::ResumeKey;
 #[derive(Debug)]
 pub struct Relay {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    /// Member ids and room epochs: unique, increasing.
     next_id: AtomicU64,
     budget: Arc<MemoryBudget>,
     metrics: Metrics,
     resume_key: ResumeKey,
+    /// The cluster, if this server is a node of one.
+    link: OnceLock<Arc<Link>>,
 }
 
 impl Default for Relay {
@@ -60,10 +79,49 @@ impl Default for Relay {
 #[error("server memory budget spent")]
 pub struct Overloaded;
 
+/// Why [`Relay::join_room`] did not register a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// Refused, with this reason.
+    Refused(RefuseReason),
+    /// The room was removed meanwhile (its last local member left): open
+    /// it again.
+    Closed,
+}
+
 #[derive(Debug)]
-struct Room {
-    name: Arc<str>,
-    members: Mutex<Vec<Member>>,
+pub(crate) struct Room {
+    pub(crate) name: Arc<str>,
+    /// Unique to this room on this node: the epoch of its event stream.
+    pub(crate) epoch: u64,
+    state: Mutex<RoomState>,
+    /// Cluster nodes: set once the other nodes' members are known (the
+    /// first join waits for it), and cancelled when the room is removed.
+    pub(crate) synced: tokio::sync::OnceCell<()>,
+    pub(crate) removed: CancellationToken,
+    /// Signalled when a node's snapshot of this room has been applied.
+    pub(crate) snapshot_applied: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct RoomState {
+    /// In id order (ids are taken under this lock).
+    members: Vec<Member>,
+    /// The number of this room's last event sent to the cluster.
+    seq: u64,
+    /// Where each other node's event stream for this room stands.
+    origins: HashMap<u64, Origin>,
+    /// Removed from the registry: nothing joins it any more.
+    removed: bool,
+}
+
+/// A member of another node, as that node numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteId {
+    /// The node's id.
+    pub node: u64,
+    /// The member's id on that node.
+    pub member: u64,
 }
 
 #[derive(Debug)]
@@ -73,7 +131,8 @@ struct Member {
     /// The name's comparison key ([`name_key`]): one name per key in a room.
     key: Box<str>,
     echo: bool,
-    /// Where its frames go; `None` while parked (nothing is queued for it).
+    /// Where its frames go; `None` while parked (nothing is queued for it)
+    /// and for remote members.
     outbox: Option<Arc<Outbox>>,
     /// The member's latest relayed message, encoded: the late-joiner snapshot.
     latest: Option<Bytes>,
@@ -87,7 +146,29 @@ struct Member {
     attachment: u64,
     /// Cancelled when the current attachment loses the seat to a resume.
     detached: CancellationToken,
+    /// A member of another node.
+    remote: Option<RemoteId>,
 }
+
+/// Where one other node's event stream for a room stands.
+#[derive(Debug, Default)]
+struct Origin {
+    epoch: u64,
+    /// The sequence number expected next.
+    next: u64,
+    /// Waiting for the node's snapshot: what arrived meanwhile.
+    pending: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    since: Instant,
+    events: Vec<(Stamp, RemoteEvent)>,
+}
+
+/// Events held per node while its snapshot is awaited; past it they are
+/// dropped (a gap found after the snapshot asks for another).
+const MAX_PENDING_EVENTS: usize = 4096;
 
 /// How a new member joins ([`Relay::join`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,9 +197,17 @@ pub struct Membership {
 }
 
 /// A room, held by a member's writer to pull its snapshot from
-/// ([`Relay::fill_snapshot`]); it outlives the membership harmlessly.
+/// ([`Relay::fill_snapshot`]), or by a cluster node's subscription to it;
+/// it outlives the membership harmlessly.
 #[derive(Debug, Clone)]
-pub struct RoomHandle(Arc<Room>);
+pub struct RoomHandle(pub(crate) Arc<Room>);
+
+impl RoomHandle {
+    /// The room's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
 
 impl Membership {
     /// The member's room, for [`Relay::fill_snapshot`].
@@ -169,10 +258,11 @@ impl Relay {
     pub fn with_budget(budget: Arc<MemoryBudget>) -> Self {
         Self {
             rooms: Mutex::default(),
-            next_id: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
             budget,
             metrics: Metrics::disabled(),
             resume_key: ResumeKey::random(),
+            link: OnceLock::new(),
         }
     }
 
@@ -182,9 +272,76 @@ impl Relay {
         self
     }
 
+    /// Sends this relay's room events to a cluster through `link` from now
+    /// on (set once, before anyone joins).
+    pub fn set_link(&self, link: Arc<Link>) {
+        let _ = self.link.set(link);
+    }
+
+    /// The open room named `room`.
+    pub fn room(&self, room: &str) -> Option<RoomHandle> {
+        lock(&self.rooms).get(room).cloned().map(RoomHandle)
+    }
+
     /// The key this relay's resume tokens are issued and checked with.
     pub fn resume_key(&self) -> &ResumeKey {
         &self.resume_key
+    }
+
+    /// The room named `room`, created (empty) if there is none. A room
+    /// stays while it has local members: join it with
+    /// [`join_room`](Self::join_room).
+    pub fn open_room(&self, room: &str) -> RoomHandle {
+        let mut rooms = lock(&self.rooms);
+        if let Some(r) = rooms.get(room) {
+            return RoomHandle(r.clone());
+        }
+        let name: Arc<str> = room.into();
+        let r = Arc::new(Room {
+            name: name.clone(),
+            epoch: self.next_id.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::default(),
+            synced: tokio::sync::OnceCell::new(),
+            removed: CancellationToken::new(),
+            snapshot_applied: tokio::sync::Notify::new(),
+        });
+        rooms.insert(name, r.clone());
+        self.metrics.rooms_changed(1);
+        RoomHandle(r)
+    }
+
+    /// Removes `room` from the registry if it has no local member (its
+    /// remote members go with it, unannounced: nobody here is left to tell).
+    pub fn close_if_unused(&self, room: &RoomHandle) {
+        let mut rooms = lock(&self.rooms);
+        let mut st = lock(&room.0.state);
+        self.remove_if_unused(&mut rooms, &room.0, &mut st);
+    }
+
+    fn remove_if_unused(
+        &self,
+        rooms: &mut HashMap<Arc<str>, Arc<Room>>,
+        room: &Arc<Room>,
+        st: &mut RoomState,
+    ) -> bool {
+        if st.removed || st.members.iter().any(|m| m.remote.is_none()) {
+            return false;
+        }
+        st.removed = true;
+        let held: usize = st
+            .members
+            .iter()
+            .filter_map(|m| m.latest.as_ref())
+            .map(Bytes::len)
+            .sum();
+        st.members.clear();
+        self.budget.release(held);
+        if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(&room.name);
+            self.metrics.rooms_changed(-1);
+        }
+        room.removed.cancel();
+        true
     }
 
     /// Registers `name` in `room` (created if needed), with `outbox` as its
@@ -203,43 +360,50 @@ impl Relay {
         seat: Seat,
         outbox: Arc<Outbox>,
     ) -> Result<Membership, RefuseReason> {
-        let mut rooms = lock(&self.rooms);
-        let room = match rooms.get(room) {
-            Some(r) => r.clone(),
-            None => {
-                let name: Arc<str> = room.into();
-                let r = Arc::new(Room {
-                    name: name.clone(),
-                    members: Mutex::new(Vec::new()),
-                });
-                rooms.insert(name, r.clone());
-                self.metrics.rooms_changed(1);
-                r
+        loop {
+            let handle = self.open_room(room);
+            match self.join_room(&handle, name, seat, outbox.clone()) {
+                Ok(m) => return Ok(m),
+                Err(JoinError::Refused(reason)) => return Err(reason),
+                Err(JoinError::Closed) => continue,
             }
-        };
-        let mut members = lock(&room.members);
+        }
+    }
+
+    /// [`join`](Self::join) into a room already open ([`open_room`](Self::open_room)).
+    /// A refused join into a room with no local member removes it.
+    pub fn join_room(
+        &self,
+        room: &RoomHandle,
+        name: &str,
+        seat: Seat,
+        outbox: Arc<Outbox>,
+    ) -> Result<Membership, JoinError> {
+        let room = &room.0;
+        let mut st = lock(&room.state);
+        if st.removed {
+            return Err(JoinError::Closed);
+        }
         let key: Box<str> = name_key(name).into();
-        let refusal = if members.iter().any(|m| m.key == key) {
+        let refusal = if st.members.iter().any(|m| m.key == key) {
             Some(RefuseReason::NameTaken)
-        } else if members.len() >= MAX_ROOM_MEMBERS {
+        } else if st.members.len() >= MAX_ROOM_MEMBERS {
             Some(RefuseReason::RoomFull)
         } else {
             None
         };
         if let Some(reason) = refusal {
-            if members.is_empty() {
-                rooms.remove(&room.name);
-                self.metrics.rooms_changed(-1);
-            }
-            return Err(reason);
+            drop(st);
+            self.close_if_unused(&RoomHandle(room.clone()));
+            return Err(JoinError::Refused(reason));
         }
 
         // Ids are taken under the room lock: members stay in id order.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name: Arc<str> = name.into();
         let joined = ServerFrame::Joined(name.to_string()).to_bytes();
-        let mut names = Vec::with_capacity(members.len() + 1);
-        for m in members.iter() {
+        let mut names = Vec::with_capacity(st.members.len() + 1);
+        for m in st.members.iter() {
             if let Some(o) = &m.outbox {
                 o.push_event(joined.clone());
             }
@@ -251,9 +415,14 @@ impl Relay {
             token: self.resume_key.issue(&room.name, &name, id),
         });
         outbox.push_event(welcome(&room.name, names, resume));
-        outbox.owe_snapshot(members.iter().filter(|m| m.latest.is_some()).map(|m| m.id));
+        outbox.owe_snapshot(
+            st.members
+                .iter()
+                .filter(|m| m.latest.is_some())
+                .map(|m| m.id),
+        );
         let detached = CancellationToken::new();
-        members.push(Member {
+        st.members.push(Member {
             id,
             name: name.clone(),
             key,
@@ -264,8 +433,10 @@ impl Relay {
             read_only: seat.read_only,
             attachment: 0,
             detached: detached.clone(),
+            remote: None,
         });
-        drop(members);
+        self.announce(room, &mut st, |stamp| wire::joined(stamp, id, &name));
+        drop(st);
         self.metrics.joined();
         Ok(Membership {
             room: room.clone(),
@@ -276,6 +447,21 @@ impl Relay {
             resumable: seat.resumable,
             read_only: seat.read_only,
         })
+    }
+
+    /// Sends one of `room`'s events to the cluster, numbered next in its
+    /// stream. Under the room lock, so the stream is in the order the room
+    /// saw.
+    fn announce(&self, room: &Room, st: &mut RoomState, event: impl FnOnce(Stamp) -> Bytes) {
+        if let Some(link) = self.link.get() {
+            st.seq += 1;
+            let stamp = Stamp {
+                node: link.node(),
+                epoch: room.epoch,
+                seq: st.seq,
+            };
+            link.publish_room_event(&room.name, event(stamp));
+        }
     }
 
     /// Gives seat `id`, held by `name` in `room` (as its resume token says),
@@ -295,10 +481,11 @@ impl Relay {
         outbox: Arc<Outbox>,
     ) -> Option<Membership> {
         let room = lock(&self.rooms).get(room)?.clone();
-        let mut members = lock(&room.members);
+        let mut st = lock(&room.state);
+        let members = &mut st.members;
         // Members are in join order, so in id order.
         let i = members.binary_search_by_key(&id, |m| m.id).ok()?;
-        if *members[i].name != *name {
+        if *members[i].name != *name || members[i].remote.is_some() {
             return None; // Not what the token was issued for.
         }
         let names = members.iter().map(|m| m.name.to_string()).collect();
@@ -340,10 +527,10 @@ impl Relay {
         if !membership.resumable {
             return false;
         }
-        let mut members = lock(&membership.room.members);
-        match current(&members, membership) {
+        let mut st = lock(&membership.room.state);
+        match current(&st.members, membership) {
             Some(i) => {
-                members[i].outbox = None;
+                st.members[i].outbox = None;
                 true
             }
             None => false,
@@ -357,35 +544,51 @@ impl Relay {
     /// budget first; if it cannot take them all, nothing is relayed.
     pub fn publish(&self, from: &Membership, payload: &[u8]) -> Result<(), Overloaded> {
         let frame = encode_message(&from.name, payload);
+        let mut st = lock(&from.room.state);
+        // Members are in join order, so in id order.
+        let Ok(sender) = st.members.binary_search_by_key(&from.id, |m| m.id) else {
+            return Ok(()); // Already gone.
+        };
+        if st.members[sender].attachment != from.attachment {
+            return Ok(()); // Taken over: this connection speaks for nobody.
+        }
+        self.fan_out(&mut st.members, sender, frame.clone())?;
+        self.announce(&from.room, &mut st, |stamp| {
+            wire::message(stamp, from.id, &frame)
+        });
+        Ok(())
+    }
+
+    /// Keeps `frame` as the latest of `members[sender]` and queues it for
+    /// every attached member (the sender too if it asked for the echo).
+    fn fan_out(
+        &self,
+        members: &mut [Member],
+        sender: usize,
+        frame: Bytes,
+    ) -> Result<(), Overloaded> {
         // For the state-age metric only: no clock read if nobody counts.
         let stamp = if self.metrics.is_enabled() {
             crate::metrics::stamp_now()
         } else {
             UNTIMED_MESSAGE
         };
-        let mut members = lock(&from.room.members);
-        // Members are in join order, so in id order.
-        let Ok(sender) = members.binary_search_by_key(&from.id, |m| m.id) else {
-            return Ok(()); // Already gone.
-        };
-        if members[sender].attachment != from.attachment {
-            return Ok(()); // Taken over: this connection speaks for nobody.
-        }
-        // Parked members are charged too, and given back in the loop: no
-        // second pass to count them.
+        // Parked and remote members are charged too, and given back in the
+        // loop: no second pass to count them.
         let recipients = members.len() - usize::from(!members[sender].echo);
         let cost = (frame.len() + ENTRY_COST) * recipients + frame.len();
         if !self.budget.try_data(cost) {
             return Err(Overloaded);
         }
+        let from = members[sender].id;
         let old = members[sender].latest.replace(frame.clone());
         let mut freed = old.map_or(0, |f| f.len());
         let mut conflated = 0;
         for m in members.iter() {
-            if m.id != from.id || m.echo {
+            if m.id != from || m.echo {
                 match &m.outbox {
                     Some(o) => {
-                        let pushed = o.push_reserved(from.id, frame.clone(), stamp);
+                        let pushed = o.push_reserved(from, frame.clone(), stamp);
                         freed += pushed.release;
                         conflated += u64::from(pushed.replaced);
                     }
@@ -393,7 +596,6 @@ impl Relay {
                 }
             }
         }
-        drop(members);
         self.budget.release(freed);
         self.metrics.conflated(conflated);
         Ok(())
@@ -408,7 +610,8 @@ impl Relay {
     /// resumes once what is waiting has been written. A member that has
     /// left is skipped: its `LEFT` is already on the way.
     pub fn fill_snapshot(&self, room: &RoomHandle, outbox: &Outbox, max_bytes: usize) -> bool {
-        let members = lock(&room.0.members);
+        let st = lock(&room.0.state);
+        let members = &st.members;
         let mut filled = 0;
         while filled < max_bytes {
             let Some(id) = outbox.next_owed() else {
@@ -439,43 +642,311 @@ impl Relay {
     }
 
     /// Removes a member (attached or parked), tells the rest of its room why
-    /// it left, and removes the room with all its state if it is now empty.
-    /// The member's name is free again when this returns. Returns `false`,
-    /// doing nothing, if the seat is gone or another connection has taken it
-    /// ([`resume`](Self::resume)): then nobody is told anything.
+    /// it left, and removes the room with all its state if it now has no
+    /// local member. The member's name is free again when this returns.
+    /// Returns `false`, doing nothing, if the seat is gone or another
+    /// connection has taken it ([`resume`](Self::resume)): then nobody is
+    /// told anything.
     pub fn leave(&self, membership: Membership, reason: CloseReason) -> bool {
         let mut rooms = lock(&self.rooms);
         let room = &membership.room;
-        let mut members = lock(&room.members);
-        let Some(i) = current(&members, &membership) else {
+        let mut st = lock(&room.state);
+        let Some(i) = current(&st.members, &membership) else {
             return false;
         };
         // `remove`, not `swap_remove`: members stay in join order, which is
         // id order (see `fill_snapshot`).
-        let gone = members.remove(i);
+        let gone = st.members.remove(i);
         self.budget.release(gone.latest.map_or(0, |f| f.len()));
         self.metrics.left(reason);
-        if members.is_empty() {
-            rooms.remove(&room.name);
-            self.metrics.rooms_changed(-1);
+        if let Some(link) = self.link.get() {
+            link.release_name(&room.name, &gone.key);
+        }
+        self.announce(room, &mut st, |stamp| {
+            wire::left(stamp, membership.id, reason)
+        });
+        if self.remove_if_unused(&mut rooms, room, &mut st) {
             return true;
         }
-        let left = ServerFrame::Left(membership.name.to_string(), reason).to_bytes();
-        for o in members.iter().filter_map(|m| m.outbox.as_ref()) {
-            o.push_event(left.clone());
-        }
+        drop(rooms);
+        tell_left(&st.members, &gone.name, reason);
         true
     }
 
-    /// Every room with its member count, sorted by name.
+    /// Applies one event of another node's stream for `room`. Returns
+    /// whether that node's snapshot of the room must be asked for (the
+    /// stream was not known, or has a gap); the room holds that node's
+    /// events until it comes.
+    pub fn remote_event(&self, room: &RoomHandle, stamp: Stamp, event: RemoteEvent) -> bool {
+        let mut st = lock(&room.0.state);
+        if st.removed {
+            return false;
+        }
+        self.accept(&mut st, stamp, event)
+    }
+
+    fn accept(&self, st: &mut RoomState, stamp: Stamp, event: RemoteEvent) -> bool {
+        let origin = st.origins.entry(stamp.node).or_default();
+        if let Some(pending) = &mut origin.pending {
+            if pending.events.len() < MAX_PENDING_EVENTS {
+                pending.events.push((stamp, event));
+            }
+            return false;
+        }
+        let hold = |origin: &mut Origin, stamp, event| {
+            origin.pending = Some(Pending {
+                since: Instant::now(),
+                events: vec![(stamp, event)],
+            });
+            true
+        };
+        if origin.next == 0 {
+            // A stream never seen: where it stands is unknown.
+            return hold(origin, stamp, event);
+        }
+        if stamp.epoch < origin.epoch || (stamp.epoch == origin.epoch && stamp.seq < origin.next) {
+            return false; // Already applied, or from a room since removed.
+        }
+        let restarted = if stamp.epoch == origin.epoch && stamp.seq == origin.next {
+            origin.next += 1;
+            false
+        } else if stamp.epoch > origin.epoch && stamp.seq == 1 {
+            // The node's room was removed and created again.
+            origin.epoch = stamp.epoch;
+            origin.next = 2;
+            true
+        } else {
+            // A gap: events were lost.
+            return hold(origin, stamp, event);
+        };
+        if restarted {
+            // Whatever is still here of the node's old room is gone.
+            self.drop_remote(st, |r| r.node == stamp.node, CloseReason::ConnectionLost);
+        }
+        self.apply(st, stamp.node, event);
+        false
+    }
+
+    fn apply(&self, st: &mut RoomState, node: u64, event: RemoteEvent) {
+        match event {
+            RemoteEvent::Joined { member, name } => {
+                let remote = RemoteId { node, member };
+                if st.members.iter().any(|m| m.remote == Some(remote)) {
+                    return;
+                }
+                self.add_remote(st, remote, name);
+            }
+            RemoteEvent::Left { member, reason } => {
+                let remote = RemoteId { node, member };
+                self.drop_remote(st, |r| r == remote, reason);
+            }
+            RemoteEvent::Message { member, frame } => {
+                let remote = Some(RemoteId { node, member });
+                if let Some(i) = st.members.iter().position(|m| m.remote == remote) {
+                    // At most once, like the rest of the cluster's traffic:
+                    // past the budget the message is dropped.
+                    let _ = self.fan_out(&mut st.members, i, frame);
+                }
+            }
+        }
+    }
+
+    fn add_remote(&self, st: &mut RoomState, remote: RemoteId, name: String) -> usize {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = name.into();
+        let joined = ServerFrame::Joined(name.to_string()).to_bytes();
+        for o in st.members.iter().filter_map(|m| m.outbox.as_ref()) {
+            o.push_event(joined.clone());
+        }
+        st.members.push(Member {
+            id,
+            key: name_key(&name).into(),
+            name,
+            echo: false,
+            outbox: None,
+            latest: None,
+            resumable: false,
+            read_only: false,
+            attachment: 0,
+            detached: CancellationToken::new(),
+            remote: Some(remote),
+        });
+        st.members.len() - 1
+    }
+
+    /// Removes the remote members `which` picks, telling the local ones.
+    fn drop_remote(
+        &self,
+        st: &mut RoomState,
+        which: impl Fn(RemoteId) -> bool,
+        reason: CloseReason,
+    ) {
+        let mut i = 0;
+        while i < st.members.len() {
+            if st.members[i].remote.is_some_and(&which) {
+                let gone = st.members.remove(i);
+                self.budget.release(gone.latest.map_or(0, |f| f.len()));
+                tell_left(&st.members, &gone.name, reason);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Applies another node's snapshot of its members in `room`, if this
+    /// room is waiting for it: members it no longer has leave ("connection
+    /// lost": their `LEFT` was missed), new ones join, and a latest message
+    /// that changed is relayed; then the events held meanwhile are applied.
+    /// Returns whether another snapshot must be asked for (the held events
+    /// have a gap).
+    pub fn remote_snapshot(&self, room: &RoomHandle, snapshot: RemoteSnapshot) -> bool {
+        let mut st = lock(&room.0.state);
+        if st.removed {
+            return false;
+        }
+        let node = snapshot.node;
+        let origin = st.origins.entry(node).or_default();
+        let held = match origin.pending.take() {
+            Some(pending) => pending.events,
+            // A stream never seen: the snapshot tells where it stands.
+            None if origin.next == 0 => Vec::new(),
+            None => return false, // Not waited for (a duplicate answer).
+        };
+        origin.epoch = snapshot.epoch;
+        origin.next = snapshot.seq + 1;
+        let RemoteSnapshot { members, .. } = snapshot;
+        let keep: std::collections::HashSet<u64> = members.iter().map(|s| s.member).collect();
+        self.drop_remote(
+            &mut st,
+            |r| r.node == node && !keep.contains(&r.member),
+            CloseReason::ConnectionLost,
+        );
+        for RemoteSeat {
+            member,
+            name,
+            latest,
+        } in members
+        {
+            let remote = Some(RemoteId { node, member });
+            let i = match st.members.iter().position(|m| m.remote == remote) {
+                Some(i) => i,
+                None => self.add_remote(&mut st, RemoteId { node, member }, name),
+            };
+            if let Some(frame) = latest {
+                if st.members[i].latest.as_ref() != Some(&frame) {
+                    let _ = self.fan_out(&mut st.members, i, frame);
+                }
+            }
+        }
+        let mut resync = false;
+        for (stamp, event) in held {
+            resync |= self.accept(&mut st, stamp, event);
+        }
+        drop(st);
+        room.0.snapshot_applied.notify_waiters();
+        resync
+    }
+
+    /// Makes `room` wait for `node`'s snapshot (to be asked for): its
+    /// events are held until it comes.
+    pub fn expect_snapshot(&self, room: &RoomHandle, node: u64) {
+        let mut st = lock(&room.0.state);
+        let origin = st.origins.entry(node).or_default();
+        if origin.pending.is_none() {
+            origin.pending = Some(Pending {
+                since: Instant::now(),
+                events: Vec::new(),
+            });
+        }
+    }
+
+    /// Whether `room` waits for a snapshot from any of `nodes`.
+    pub fn awaits_snapshot(&self, room: &RoomHandle, nodes: &[u64]) -> bool {
+        let st = lock(&room.0.state);
+        nodes
+            .iter()
+            .any(|n| st.origins.get(n).is_some_and(|o| o.pending.is_some()))
+    }
+
+    /// The snapshots waited for longer than `age`, as (room, node); each is
+    /// counted as asked for again from now.
+    pub fn overdue_snapshots(&self, age: Duration) -> Vec<(RoomHandle, u64)> {
+        let now = Instant::now();
+        let mut overdue = Vec::new();
+        for room in self.room_handles() {
+            let mut st = lock(&room.0.state);
+            for (node, origin) in st.origins.iter_mut() {
+                if let Some(p) = &mut origin.pending {
+                    if now.duration_since(p.since) >= age {
+                        p.since = now;
+                        overdue.push((room.clone(), *node));
+                    }
+                }
+            }
+        }
+        overdue
+    }
+
+    /// A node is gone (dead, or out of reach): its members leave every
+    /// room with "connection lost", and its streams are forgotten.
+    pub fn node_gone(&self, node: u64) {
+        for room in self.room_handles() {
+            let mut st = lock(&room.0.state);
+            st.origins.remove(&node);
+            self.drop_remote(&mut st, |r| r.node == node, CloseReason::ConnectionLost);
+        }
+    }
+
+    /// This node's own members of `room` with their latest messages, and
+    /// where its stream stands: what another node needs to catch up.
+    /// `node` is this node's id.
+    pub fn local_snapshot(&self, room: &str, node: u64) -> RemoteSnapshot {
+        let Some(room) = lock(&self.rooms).get(room).cloned() else {
+            return RemoteSnapshot {
+                node,
+                epoch: 0,
+                seq: 0,
+                members: Vec::new(),
+            };
+        };
+        let st = lock(&room.state);
+        RemoteSnapshot {
+            node,
+            epoch: room.epoch,
+            seq: st.seq,
+            members: st
+                .members
+                .iter()
+                .filter(|m| m.remote.is_none())
+                .map(|m| RemoteSeat {
+                    member: m.id,
+                    name: m.name.to_string(),
+                    latest: m.latest.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every room, open now.
+    pub fn room_handles(&self) -> Vec<RoomHandle> {
+        lock(&self.rooms)
+            .values()
+            .cloned()
+            .map(RoomHandle)
+            .collect()
+    }
+
+    /// Every room with its count of local members (this node's; all of them
+    /// on a single server), sorted by name. Rooms with none are left out.
     pub fn rooms(&self) -> Vec<RoomInfo> {
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
         let mut list: Vec<RoomInfo> = rooms
             .iter()
             .map(|r| RoomInfo {
                 name: r.name.to_string(),
-                members: lock(&r.members).len() as u32,
+                members: local_count(&lock(&r.state)) as u32,
             })
+            .filter(|r| r.members > 0)
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
@@ -486,10 +957,26 @@ impl Relay {
         lock(&self.rooms).len()
     }
 
-    /// How many clients are registered, over all rooms.
+    /// How many clients are registered here, over all rooms (remote
+    /// members not counted).
     pub fn member_count(&self) -> usize {
         let rooms: Vec<Arc<Room>> = lock(&self.rooms).values().cloned().collect();
-        rooms.iter().map(|r| lock(&r.members).len()).sum()
+        rooms.iter().map(|r| local_count(&lock(&r.state))).sum()
+    }
+}
+
+fn local_count(st: &RoomState) -> usize {
+    st.members.iter().filter(|m| m.remote.is_none()).count()
+}
+
+/// Queues `LEFT` for `name` to every attached member.
+fn tell_left(members: &[Member], name: &str, reason: CloseReason) {
+    if members.iter().all(|m| m.outbox.is_none()) {
+        return;
+    }
+    let left = ServerFrame::Left(name.to_string(), reason).to_bytes();
+    for o in members.iter().filter_map(|m| m.outbox.as_ref()) {
+        o.push_event(left.clone());
     }
 }
 

@@ -233,7 +233,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
     ctx: &ServerContext,
     admission: &mut Admission,
 ) -> Option<Parked> {
-    let (relay, config, shutdown) = (&ctx.relay, &ctx.config, &ctx.shutdown);
+    let (config, shutdown) = (&ctx.config, &ctx.shutdown);
     let first = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, source.next_frame()) => r,
         () = shutdown.cancelled() => return None,
@@ -249,7 +249,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
             let is_hello = body.first() == Some(&kind::HELLO);
             match ClientFrame::decode(body) {
                 Ok(ClientFrame::Hello(hello)) => Ok(hello),
-                Ok(ClientFrame::ListRooms) => Err(room_list(relay)),
+                Ok(ClientFrame::ListRooms) => Err(room_list(ctx).await),
                 Ok(other) => Err(vec![protocol_error(&format!(
                     "expected HELLO, got {}",
                     other.type_name()
@@ -292,7 +292,7 @@ async fn serve<S: FrameSource, W: FrameSink>(
     };
 
     let outbox = Arc::new(Outbox::new(config.max_pending_bytes, ctx.budget.clone()));
-    let (membership, resumed) = match admit(ctx, admission, &hello, outbox.clone()) {
+    let (membership, resumed) = match admit(ctx, admission, &hello, outbox.clone()).await {
         Ok(admitted) => admitted,
         Err((reason, text)) => {
             debug!(client = hello.name.as_str(), %reason, "refused");
@@ -400,8 +400,9 @@ async fn relay_member<S: FrameSource, W: FrameSink>(
 /// says why not; `true` with a seat taken back. The join rate and the
 /// budget first (cheap, and they bound the work a stranger can cause), then
 /// a resume token, then the join token (nobody sees a client join that it
-/// does not admit), then version, names and the room.
-fn admit(
+/// does not admit), then version, names and the room. On a cluster node the
+/// name is claimed in the whole cluster ([`crate::cluster::Cluster::join`]).
+async fn admit(
     ctx: &ServerContext,
     admission: &Admission,
     hello: &Hello,
@@ -433,10 +434,11 @@ fn admit(
         resumable: hello.resume.is_some(),
         read_only: grant.read_only,
     };
-    let membership = ctx
-        .relay
-        .join(&room, &name, seat, outbox)
-        .map_err(refused)?;
+    let membership = match ctx.cluster() {
+        Some(cluster) => cluster.join(&ctx.relay, &room, &name, seat, outbox).await,
+        None => ctx.relay.join(&room, &name, seat, outbox),
+    }
+    .map_err(refused)?;
     Ok((membership, false))
 }
 
@@ -736,10 +738,14 @@ fn refusal(reason: RefuseReason, text: &str) -> Bytes {
 
 /// The answer to `LIST_ROOMS`: the rooms in as many `ROOM_LIST` frames as
 /// needed.
-fn room_list(relay: &Relay) -> Vec<Bytes> {
+/// The rooms and their member counts: the whole cluster's on a cluster node.
+async fn room_list(ctx: &ServerContext) -> Vec<Bytes> {
     /// Rooms per frame: 900 entries of at most 69 bytes fit in a frame.
     const PER_FRAME: usize = 900;
-    let rooms = relay.rooms();
+    let rooms = match ctx.cluster() {
+        Some(cluster) => cluster.rooms(&ctx.relay).await,
+        None => ctx.relay.rooms(),
+    };
     let chunks: Vec<&[relais_protocol::RoomInfo]> = if rooms.is_empty() {
         vec![&[]]
     } else {

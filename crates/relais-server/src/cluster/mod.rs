@@ -1,0 +1,788 @@
+//! Cluster mode: relais nodes sharing rooms through a NATS server
+//! (ARCHITECTURE.md, "Cluster").
+//!
+//! - **Name claims** are keys of a JetStream key-value bucket
+//!   ([`wire::NAMES_BUCKET`], in memory), created only if absent: exactly
+//!   one of any number of concurrent claims wins. A claim names the node
+//!   that holds it; a claim of a node that is gone (unheard for
+//!   [`DEAD_AFTER`]) is taken over by compare-and-set.
+//! - **Room events** (`JOINED`, `LEFT`, messages) of a node go, in order and
+//!   numbered, to the room's subject; a node subscribes to a room's subject
+//!   only while it has members there, so a message crosses NATS once to the
+//!   server and once to each node with members in the room. Each node
+//!   applies the others' streams to its [`Relay`] ([`Relay::remote_event`]),
+//!   where latest-wins and the slow-consumer rules work as for local senders.
+//! - **Snapshots**: a node that opens a room, finds a gap in a stream, hears
+//!   a node come back, or gets NATS back asks for the other nodes' members
+//!   of the room and their latest messages, and holds their events until
+//!   the answer.
+//! - **Liveness**: every node publishes a heartbeat each [`HEARTBEAT`]; one
+//!   unheard for [`DEAD_AFTER`] is gone: its members leave every room with
+//!   "connection lost", and its names can be claimed.
+//!
+//! While NATS is out of reach a node keeps relaying among its own members,
+//! and refuses joins ([`RefuseReason::ClusterUnavailable`]): it cannot check
+//! that a name is free.
+
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use relais_protocol::{name_key, RefuseReason, RoomInfo};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::outbox::Outbox;
+use crate::relay::{JoinError, Membership, Relay, RoomHandle, Seat};
+use crate::ServerContext;
+
+/// How often a node says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A node unheard for this long is gone.
+pub const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// After connecting (or reconnecting) a node listens this long, so that it
+/// has heard every live node, before it takes joins.
+pub const SETTLE: Duration = Duration::from_millis(750);
+/// How long a join waits for the other nodes' snapshots of a room it opens;
+/// a snapshot still missing is asked for again this often.
+pub const SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+/// How long a room list waits for the other nodes' answers.
+pub const ROOMS_WAIT: Duration = Duration::from_millis(500);
+/// Every request to JetStream (a claim, its check) gives up after this.
+pub const KV_TIMEOUT: Duration = Duration::from_secs(2);
+/// Room events waiting to be published; past it they are dropped (the
+/// other nodes see the gap and ask for a snapshot).
+pub const MAX_QUEUED_EVENTS: usize = 65_536;
+
+/// The relay's side of the cluster: where its room events go, and which
+/// names this node holds. Calls never block.
+#[derive(Debug)]
+pub struct Link {
+    node: u64,
+    out: mpsc::Sender<Out>,
+    /// The names this node's members hold (or are claiming: revision 0),
+    /// by claim key, with the claim's revision in the bucket.
+    claims: Mutex<HashMap<String, u64>>,
+}
+
+#[derive(Debug)]
+enum Out {
+    Publish(async_nats::Subject, Bytes),
+    Release {
+        key: String,
+        revision: u64,
+    },
+    /// Everything before it has been handed to NATS.
+    Flushed(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Link {
+    /// This node's id.
+    pub fn node(&self) -> u64 {
+        self.node
+    }
+
+    /// Publishes one of `room`'s events (encoded by [`wire`]).
+    pub(crate) fn publish_room_event(&self, room: &str, event: Bytes) {
+        let subject = wire::room_subject(room).into();
+        if self.out.try_send(Out::Publish(subject, event)).is_err() {
+            debug!(room, "cluster queue full: event dropped");
+        }
+    }
+
+    /// A member of `room` with name key `key` has left: its claim goes.
+    pub(crate) fn release_name(&self, room: &str, key: &str) {
+        let key = wire::claim_key(room, key);
+        if let Some(revision) = lock(&self.claims).remove(&key) {
+            let _ = self.out.try_send(Out::Release { key, revision });
+        }
+    }
+}
+
+/// A cluster node's connection to the others.
+#[derive(Debug)]
+pub struct Cluster {
+    link: Arc<Link>,
+    client: async_nats::Client,
+    kv: kv::Store,
+    /// Up: connected, and settled since. Joins are refused while not.
+    up: AtomicBool,
+    /// Nodes heard from, and when last.
+    peers: Mutex<HashMap<u64, Instant>>,
+    /// Nodes declared gone: one heard again is resynchronised.
+    gone: Mutex<HashSet<u64>>,
+    stop: CancellationToken,
+    /// The server this node serves (it owns the cluster: no cycle).
+    ctx: Weak<ServerContext>,
+}
+
+/// Why a node could not join its cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The NATS server did not answer.
+    #[error("cannot reach NATS at {url}: {reason}")]
+    Connect {
+        /// The address given.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// JetStream is off or refused the bucket.
+    #[error("cannot open the JetStream key-value bucket {bucket} (is JetStream on? nats-server -js): {reason}")]
+    Bucket {
+        /// The bucket's name.
+        bucket: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl Cluster {
+    /// Connects the server of `ctx` to the cluster at `url` (a NATS
+    /// address), and returns once it has heard the other nodes: from then
+    /// on it takes joins. Sets the relay's [`Link`].
+    pub async fn start(ctx: Arc<ServerContext>, url: &str) -> Result<Arc<Self>, ClusterError> {
+        let node = loop {
+            let n = rand_u64();
+            if n != 0 {
+                break n;
+            }
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("relais-{node:016x}"))
+            .no_echo()
+            .max_reconnects(None)
+            .connection_timeout(KV_TIMEOUT)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 << attempts.min(4)).min(Duration::from_secs(1))
+            })
+            .event_callback(move |event| {
+                let tx = events_tx.clone();
+                async move {
+                    let _ = tx.send(event);
+                }
+            });
+        let connect_error = |e: &dyn std::fmt::Display| ClusterError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        let client = tokio::time::timeout(KV_TIMEOUT * 2, options.connect(url))
+            .await
+            .map_err(|e| connect_error(&e))?
+            .map_err(|e| connect_error(&e))?;
+        let kv = open_bucket(&client).await?;
+        let (out_tx, out_rx) = mpsc::channel(MAX_QUEUED_EVENTS);
+        let link = Arc::new(Link {
+            node,
+            out: out_tx,
+            claims: Mutex::default(),
+        });
+        let cluster = Arc::new(Self {
+            link: link.clone(),
+            client: client.clone(),
+            kv,
+            up: AtomicBool::new(false),
+            peers: Mutex::default(),
+            gone: Mutex::default(),
+            stop: CancellationToken::new(),
+            ctx: Arc::downgrade(&ctx),
+        });
+        ctx.relay.set_link(link);
+        ctx.set_cluster(cluster.clone());
+        let subscribe = |subject: String| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| connect_error(&e))
+            }
+        };
+        let heartbeats = subscribe(wire::NODE_SUBJECT.into()).await?;
+        let syncs = subscribe(wire::SYNC_SUBJECTS.into()).await?;
+        let snapshots = subscribe(wire::snap_subject(node)).await?;
+        let room_lists = subscribe(wire::ROOMS_SUBJECT.into()).await?;
+        tokio::spawn(cluster.clone().publish(out_rx));
+        tokio::spawn(cluster.clone().liveness(ctx.clone(), heartbeats));
+        tokio::spawn(cluster.clone().answer_syncs(ctx.clone(), syncs));
+        tokio::spawn(cluster.clone().take_snapshots(ctx.clone(), snapshots));
+        tokio::spawn(cluster.clone().answer_room_lists(ctx.clone(), room_lists));
+        let watcher = cluster.clone();
+        let wctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                watcher.connection_event(&wctx, event).await;
+            }
+        });
+        tokio::time::sleep(SETTLE).await;
+        cluster.up.store(true, Ordering::Release);
+        info!(node = %format!("{node:016x}"), url, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> u64 {
+        self.link.node
+    }
+
+    /// Whether the node takes joins: NATS is reachable.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Registers `name` in `room` as [`Relay::join`] does, once the name is
+    /// claimed in the whole cluster and the room's members on the other
+    /// nodes are known.
+    pub async fn join(
+        &self,
+        relay: &Relay,
+        room: &str,
+        name: &str,
+        seat: Seat,
+        outbox: Arc<Outbox>,
+    ) -> Result<Membership, RefuseReason> {
+        if !self.is_up() {
+            return Err(RefuseReason::ClusterUnavailable);
+        }
+        let claim = self.claim(room, name).await?;
+        loop {
+            let handle = relay.open_room(room);
+            self.open(relay, &handle).await;
+            match relay.join_room(&handle, name, seat, outbox.clone()) {
+                Ok(membership) => {
+                    claim.keep();
+                    return Ok(membership);
+                }
+                Err(JoinError::Closed) => continue,
+                Err(JoinError::Refused(reason)) => return Err(reason),
+            }
+        }
+    }
+
+    /// Claims `name` in `room` for this node, or says why not.
+    async fn claim(&self, room: &str, name: &str) -> Result<Claim<'_>, RefuseReason> {
+        let key = wire::claim_key(room, &name_key(name));
+        {
+            let mut claims = lock(&self.link.claims);
+            if claims.contains_key(&key) {
+                return Err(RefuseReason::NameTaken);
+            }
+            claims.insert(key.clone(), 0);
+        }
+        let claim = Claim {
+            link: &self.link,
+            key,
+            kept: false,
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            warn!(error = %e, "name claim failed");
+            RefuseReason::ClusterUnavailable
+        };
+        let value = wire::claim_value(self.node());
+        let created = tokio::time::timeout(KV_TIMEOUT, self.kv.create(&claim.key, value.clone()))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let revision = match created {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let entry = tokio::time::timeout(KV_TIMEOUT, self.kv.entry(&claim.key))
+                    .await
+                    .map_err(|e| unavailable(&e))?
+                    .map_err(|e| unavailable(&e))?;
+                let Some(entry) = entry else {
+                    return Err(RefuseReason::NameTaken); // Released meanwhile: a race, lost.
+                };
+                let holder = wire::claim_holder(&entry.value);
+                // Ours but not in `claims`: left over from a release that
+                // did not reach NATS.
+                let stale =
+                    holder == Some(self.node()) || !holder.is_some_and(|h| self.is_alive(h));
+                if !stale {
+                    return Err(RefuseReason::NameTaken);
+                }
+                let updated = tokio::time::timeout(
+                    KV_TIMEOUT,
+                    self.kv.update(&claim.key, value, entry.revision),
+                )
+                .await
+                .map_err(|e| unavailable(&e))?;
+                // Lost to another taker: someone holds it now.
+                updated.map_err(|_| RefuseReason::NameTaken)?
+            }
+            Err(e) => return Err(unavailable(&e)),
+        };
+        if let Some(r) = lock(&self.link.claims).get_mut(&claim.key) {
+            *r = revision;
+        }
+        Ok(claim)
+    }
+
+    fn is_alive(&self, node: u64) -> bool {
+        lock(&self.peers).contains_key(&node)
+    }
+
+    fn peers(&self) -> Vec<u64> {
+        lock(&self.peers).keys().copied().collect()
+    }
+
+    /// Subscribes to `room` once, and waits (at most [`SNAPSHOT_WAIT`])
+    /// for the other nodes' snapshots of it.
+    async fn open(&self, relay: &Relay, room: &RoomHandle) {
+        let _ = room
+            .0
+            .synced
+            .get_or_try_init(|| async {
+                let subject = wire::room_subject(room.name());
+                let Ok(events) = self.client.subscribe(subject).await else {
+                    return Err(());
+                };
+                let Some(ctx) = self.ctx.upgrade() else {
+                    return Err(());
+                };
+                tokio::spawn(follow_room(
+                    ctx,
+                    room.clone(),
+                    events,
+                    self.link.clone(),
+                    self.client.clone(),
+                ));
+                let peers = self.peers();
+                for &p in &peers {
+                    relay.expect_snapshot(room, p);
+                }
+                self.ask_snapshot(room.name(), 0).await;
+                let deadline = Instant::now() + SNAPSHOT_WAIT;
+                loop {
+                    let applied = room.0.snapshot_applied.notified();
+                    tokio::pin!(applied);
+                    applied.as_mut().enable();
+                    if !relay.awaits_snapshot(room, &peers) {
+                        break;
+                    }
+                    tokio::select! {
+                        () = applied => {}
+                        () = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Asks node `target` (0: every node) for its snapshot of `room`.
+    async fn ask_snapshot(&self, room: &str, target: u64) {
+        let request = wire::sync_request(target, self.node(), room);
+        let _ = self.client.publish(wire::sync_subject(room), request).await;
+    }
+
+    /// The cluster's rooms with their member counts: this node's and every
+    /// other node's that answers within [`ROOMS_WAIT`].
+    pub async fn rooms(&self, relay: &Relay) -> Vec<RoomInfo> {
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        for r in relay.rooms() {
+            *counts.entry(r.name).or_default() += r.members;
+        }
+        let expected = lock(&self.peers).len();
+        let inbox = self.client.new_inbox();
+        if let Ok(mut answers) = self.client.subscribe(inbox.clone()).await {
+            let asked = self
+                .client
+                .publish_with_reply(wire::ROOMS_SUBJECT, inbox, Bytes::new())
+                .await;
+            let deadline = Instant::now() + ROOMS_WAIT;
+            let mut heard = 0;
+            while asked.is_ok() && heard < expected {
+                let answer = tokio::select! {
+                    a = answers.next() => a,
+                    () = tokio::time::sleep_until(deadline) => None,
+                };
+                let Some(answer) = answer else { break };
+                heard += 1;
+                match wire::decode_rooms_answer(answer.payload) {
+                    Ok(rooms) => {
+                        for r in rooms {
+                            *counts.entry(r.name).or_default() += r.members;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "bad room list answer"),
+                }
+            }
+        }
+        let mut rooms: Vec<RoomInfo> = counts
+            .into_iter()
+            .map(|(name, members)| RoomInfo { name, members })
+            .collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    /// Hands everything queued so far to NATS, says this node is leaving,
+    /// and flushes: a clean shutdown's `LEFT`s reach the other nodes.
+    pub async fn leave(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.link.out.send(Out::Flushed(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(KV_TIMEOUT, rx).await;
+        }
+        self.stop.cancel();
+        let _ = self
+            .client
+            .publish(wire::NODE_SUBJECT, wire::heartbeat(self.node(), false))
+            .await;
+        let _ = tokio::time::timeout(KV_TIMEOUT, self.client.flush()).await;
+    }
+
+    /// Publishes the room events and releases the claims the relay queues.
+    async fn publish(self: Arc<Self>, mut out: mpsc::Receiver<Out>) {
+        while let Some(item) = out.recv().await {
+            match item {
+                Out::Publish(subject, payload) => {
+                    let _ = self.client.publish(subject, payload).await;
+                }
+                Out::Release { key, revision } => {
+                    let kv = self.kv.clone();
+                    tokio::spawn(async move {
+                        let deleted = tokio::time::timeout(
+                            KV_TIMEOUT,
+                            kv.delete_expect_revision(&key, Some(revision)),
+                        )
+                        .await;
+                        if !matches!(deleted, Ok(Ok(()))) {
+                            // Taken over, or NATS is out of reach: the
+                            // claim is stale and will be taken over.
+                            debug!(key, "name claim not released");
+                        }
+                    });
+                }
+                Out::Flushed(done) => {
+                    let _ = self.client.flush().await;
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Sends heartbeats, hears the other nodes', and declares gone those
+    /// unheard for [`DEAD_AFTER`].
+    async fn liveness(
+        self: Arc<Self>,
+        ctx: Arc<ServerContext>,
+        mut heartbeats: async_nats::Subscriber,
+    ) {
+        let mut beat = tokio::time::interval(HEARTBEAT / 2);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sent = Instant::now() - HEARTBEAT;
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = beat.tick() => {
+                    if last_sent.elapsed() >= HEARTBEAT {
+                        last_sent = Instant::now();
+                        let _ = self
+                            .client
+                            .publish(wire::NODE_SUBJECT, wire::heartbeat(self.node(), true))
+                            .await;
+                    }
+                    self.check_peers(&ctx.relay).await;
+                }
+                heard = heartbeats.next() => {
+                    let Some(heard) = heard else { return };
+                    match wire::decode_heartbeat(heard.payload) {
+                        Ok((node, _)) if node == self.node() => {}
+                        Ok((node, true)) => self.heard(&ctx.relay, node).await,
+                        Ok((node, false)) => {
+                            lock(&self.peers).remove(&node);
+                            ctx.relay.node_gone(node);
+                        }
+                        Err(e) => debug!(error = %e, "bad heartbeat"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heard(&self, relay: &Relay, node: u64) {
+        let new = lock(&self.peers).insert(node, Instant::now()).is_none();
+        if new && lock(&self.gone).remove(&node) {
+            info!(node = %format!("{node:016x}"), "node back: resynchronising");
+            for room in relay.room_handles() {
+                relay.expect_snapshot(&room, node);
+                self.ask_snapshot(room.name(), node).await;
+            }
+        }
+    }
+
+    async fn check_peers(&self, relay: &Relay) {
+        let dead: Vec<u64> = {
+            let mut peers = lock(&self.peers);
+            let dead: Vec<u64> = peers
+                .iter()
+                .filter(|(_, heard)| heard.elapsed() >= DEAD_AFTER)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in &dead {
+                peers.remove(n);
+            }
+            dead
+        };
+        for node in dead {
+            warn!(node = %format!("{node:016x}"), "node unheard for {DEAD_AFTER:?}: its members leave");
+            lock(&self.gone).insert(node);
+            relay.node_gone(node);
+        }
+        let peers = self.peers();
+        for (room, node) in relay.overdue_snapshots(SNAPSHOT_WAIT) {
+            if peers.contains(&node) {
+                self.ask_snapshot(room.name(), node).await;
+            }
+        }
+    }
+
+    /// Answers snapshot requests with this node's members of the room.
+    async fn answer_syncs(
+        self: Arc<Self>,
+        ctx: Arc<ServerContext>,
+        mut requests: async_nats::Subscriber,
+    ) {
+        while let Some(request) = requests.next().await {
+            let Ok((target, requester, room)) = wire::decode_sync_request(request.payload) else {
+                continue;
+            };
+            if (target != 0 && target != self.node()) || requester == self.node() {
+                continue;
+            }
+            let snapshot = ctx.relay.local_snapshot(&room, self.node());
+            for chunk in wire::snapshot_chunks(&room, &snapshot) {
+                let _ = self
+                    .client
+                    .publish(wire::snap_subject(requester), chunk)
+                    .await;
+            }
+        }
+    }
+
+    /// Applies the snapshots other nodes send this one.
+    async fn take_snapshots(
+        self: Arc<Self>,
+        ctx: Arc<ServerContext>,
+        mut chunks: async_nats::Subscriber,
+    ) {
+        let mut partial: HashMap<(String, u64), wire::RemoteSnapshot> = HashMap::new();
+        while let Some(chunk) = chunks.next().await {
+            let (room, last, part) = match wire::decode_snapshot_chunk(chunk.payload) {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(error = %e, "bad snapshot");
+                    continue;
+                }
+            };
+            let key = (room, part.node);
+            let snapshot = match partial.remove(&key) {
+                Some(mut s) if (s.epoch, s.seq) == (part.epoch, part.seq) => {
+                    s.members.extend(part.members);
+                    s
+                }
+                _ => part,
+            };
+            if !last {
+                partial.insert(key, snapshot);
+                continue;
+            }
+            let (room, node) = key;
+            let Some(handle) = ctx.relay.room(&room) else {
+                continue;
+            };
+            if ctx.relay.remote_snapshot(&handle, snapshot) {
+                self.ask_snapshot(&room, node).await;
+            }
+        }
+    }
+
+    /// Answers room list requests with this node's rooms.
+    async fn answer_room_lists(
+        self: Arc<Self>,
+        ctx: Arc<ServerContext>,
+        mut requests: async_nats::Subscriber,
+    ) {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                let answer = wire::rooms_answer(&ctx.relay.rooms());
+                let _ = self.client.publish(reply, answer).await;
+            }
+        }
+    }
+
+    async fn connection_event(&self, ctx: &ServerContext, event: async_nats::Event) {
+        match event {
+            async_nats::Event::Disconnected => {
+                if self.up.swap(false, Ordering::AcqRel) {
+                    warn!("NATS out of reach: refusing joins, relaying among local members");
+                }
+            }
+            async_nats::Event::Connected => {
+                info!("NATS reachable again: resynchronising");
+                tokio::time::sleep(SETTLE).await;
+                if self.client.connection_state() != async_nats::connection::State::Connected {
+                    return;
+                }
+                self.reclaim().await;
+                let peers = self.peers();
+                for room in ctx.relay.room_handles() {
+                    for &p in &peers {
+                        ctx.relay.expect_snapshot(&room, p);
+                    }
+                    self.ask_snapshot(room.name(), 0).await;
+                }
+                self.up.store(true, Ordering::Release);
+            }
+            other => debug!(event = %other, "NATS"),
+        }
+    }
+
+    /// After NATS comes back (it may have lost the in-memory bucket):
+    /// claims this node's names again.
+    async fn reclaim(&self) {
+        let kv = match open_bucket(&self.client).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                warn!(error = %e, "cannot reopen the name bucket");
+                return;
+            }
+        };
+        let held: Vec<String> = lock(&self.link.claims)
+            .iter()
+            .filter(|(_, r)| **r != 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let value = wire::claim_value(self.node());
+        for key in held {
+            let revision = match tokio::time::timeout(KV_TIMEOUT, kv.create(&key, value.clone()))
+                .await
+            {
+                Ok(Ok(r)) => Some(r),
+                Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match kv.entry(&key).await {
+                        Ok(Some(entry))
+                            if wire::claim_holder(&entry.value) == Some(self.node()) =>
+                        {
+                            Some(entry.revision)
+                        }
+                        _ => {
+                            warn!(key, "a name of this node was claimed elsewhere while NATS was out of reach");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some(r) = revision {
+                if let Some(held) = lock(&self.link.claims).get_mut(&key) {
+                    *held = r;
+                }
+            }
+        }
+    }
+}
+
+/// Follows `room`'s subject until the room is removed: the other nodes'
+/// events, applied in order.
+async fn follow_room(
+    ctx: Arc<ServerContext>,
+    room: RoomHandle,
+    mut events: async_nats::Subscriber,
+    link: Arc<Link>,
+    client: async_nats::Client,
+) {
+    loop {
+        let event = tokio::select! {
+            () = room.0.removed.cancelled() => break,
+            e = events.next() => e,
+        };
+        let Some(event) = event else { break };
+        match wire::decode_event(event.payload) {
+            Ok((stamp, event)) if stamp.node != link.node => {
+                if ctx.relay.remote_event(&room, stamp, event) {
+                    let request = wire::sync_request(stamp.node, link.node, room.name());
+                    let _ = client
+                        .publish(wire::sync_subject(room.name()), request)
+                        .await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "bad room event"),
+        }
+    }
+    let _ = events.unsubscribe().await;
+}
+
+/// A claim being made: released if the join does not complete.
+struct Claim<'a> {
+    link: &'a Link,
+    key: String,
+    kept: bool,
+}
+
+impl Claim<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        if let Some(revision) = lock(&self.link.claims).remove(&self.key) {
+            if revision != 0 {
+                let _ = self.link.out.try_send(Out::Release {
+                    key: std::mem::take(&mut self.key),
+                    revision,
+                });
+            }
+        }
+    }
+}
+
+async fn open_bucket(client: &async_nats::Client) -> Result<kv::Store, ClusterError> {
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(KV_TIMEOUT);
+    let error = |e: &dyn std::fmt::Display| ClusterError::Bucket {
+        bucket: wire::NAMES_BUCKET,
+        reason: e.to_string(),
+    };
+    if let Ok(kv) = js.get_key_value(wire::NAMES_BUCKET).await {
+        return Ok(kv);
+    }
+    js.create_key_value(kv::Config {
+        bucket: wire::NAMES_BUCKET.into(),
+        description: "relais: which node holds each name of each room".into(),
+        history: 1,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| error(&e))
+}
+
+/// A random node id, from the operating system's generator.
+fn rand_u64() -> u64 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random generator works");
+    u64::from_be_bytes(b)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
