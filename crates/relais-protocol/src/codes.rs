@@ -36,6 +36,10 @@ pub enum RefuseReason {
     /// restarted server forgets its tokens), or is for another name or room.
     /// Join afresh, without it.
     ResumeInvalid,
+    /// The server is a cluster node that cannot reach its backplane (NATS),
+    /// so it cannot check that the name is unique in the cluster; try again
+    /// later or another node.
+    ClusterUnavailable,
     /// A code this version of the library does not know.
     Unknown(u8),
 }
@@ -58,6 +62,7 @@ impl RefuseReason {
             Self::TooManyConnections => 12,
             Self::TooManyJoins => 13,
             Self::ResumeInvalid => 14,
+            Self::ClusterUnavailable => 15,
             Self::Unknown(c) => c,
         }
     }
@@ -79,6 +84,7 @@ impl RefuseReason {
             12 => Self::TooManyConnections,
             13 => Self::TooManyJoins,
             14 => Self::ResumeInvalid,
+            15 => Self::ClusterUnavailable,
             c => Self::Unknown(c),
         }
     }
@@ -101,6 +107,7 @@ impl fmt::Display for RefuseReason {
             Self::TooManyConnections => f.write_str("too many connections from this address"),
             Self::TooManyJoins => f.write_str("too many joins from this address"),
             Self::ResumeInvalid => f.write_str("resume token invalid"),
+            Self::ClusterUnavailable => f.write_str("cluster unavailable"),
             Self::Unknown(c) => write!(f, "refused (code {c})"),
         }
     }
@@ -191,5 +198,21 @@ mod tests {
             assert_eq!(RefuseReason::from_code(c).code(), c);
             assert_eq!(CloseReason::from_code(c).code(), c);
         }
+        // Every code from 1 to 15 has a name; the next is unknown.
+        for c in 1..=15u8 {
+            assert!(
+                !matches!(RefuseReason::from_code(c), RefuseReason::Unknown(_)),
+                "{c}"
+            );
+        }
+        assert_eq!(RefuseReason::from_code(16), RefuseReason::Unknown(16));
+        assert_eq!(
+            RefuseReason::from_code(15),
+            RefuseReason::ClusterUnavailable
+        );
+        assert_eq!(
+            RefuseReason::ClusterUnavailable.to_string(),
+            "cluster unavailable"
+        );
     }
 }
