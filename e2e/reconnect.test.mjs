@@ -304,7 +304,7 @@ test("final refusals end it, retryable ones are retried; the window gives up; cl
     assert.deepEqual([status.kind, status.reason.code], ["refused", code]);
     assert.equal(c.state, "closed");
   }
-  for (const code of [1, 5, 6, 11, 12, 13]) {
+  for (const code of [1, 5, 6, 11, 12, 13, 15]) {
     const stand = new Stand();
     const { c } = await client(stand);
     stand.refusals.push(code, code);

@@ -115,7 +115,8 @@ test("connect() sends the token in HELLO and names the token refusals", async ()
   try {
     const refused = (code, text) => new Uint8Array([0x82, code, ...enc.encode(text)]);
     for (const [code, name] of [[7, "token-required"], [8, "token-invalid"], [9, "token-expired"],
-      [10, "not-allowed"], [11, "overloaded"], [12, "too-many-connections"], [13, "too-many-joins"]]) {
+      [10, "not-allowed"], [11, "overloaded"], [12, "too-many-connections"], [13, "too-many-joins"],
+      [14, "resume-invalid"], [15, "cluster-unavailable"]]) {
       answer = refused(code, "why");
       const err = await connect("ws://stand-in/ws", "al", { room: "r", token: "t.k" }).then(() => null, (e) => e);
       assert.ok(err instanceof RefusedError, String(err));

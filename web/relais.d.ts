@@ -11,7 +11,8 @@ export type RefuseReasonName =
   | "name-taken" | "invalid-name" | "invalid-room"
   | "unsupported-version" | "server-full" | "room-full"
   | "token-required" | "token-invalid" | "token-expired" | "not-allowed"
-  | "overloaded" | "too-many-connections" | "too-many-joins" | "resume-invalid";
+  | "overloaded" | "too-many-connections" | "too-many-joins" | "resume-invalid"
+  | "cluster-unavailable";
 export type CloseReasonName =
   | "normal" | "server-shutdown" | "slow-consumer" | "timeout"
   | "rate-limit" | "protocol-error" | "connection-lost" | "read-only"

@@ -35,7 +35,7 @@ export const RefuseReason = Object.freeze({
   "unsupported-version": 4, "server-full": 5, "room-full": 6,
   "token-required": 7, "token-invalid": 8, "token-expired": 9, "not-allowed": 10,
   "overloaded": 11, "too-many-connections": 12, "too-many-joins": 13,
-  "resume-invalid": 14,
+  "resume-invalid": 14, "cluster-unavailable": 15,
 });
 /**
  * Close/leave codes (GOODBYE and LEFT frames) by name. "unknown" (255) is
@@ -57,9 +57,10 @@ const closeReason = (code) => ({ code, name: nameOf(CloseReason, code) });
 /**
  * While reconnecting, refusals worth another try: the name is taken (by this
  * client's own ghost, on a server that has not yet seen the old connection
- * die), and the server's or this address's momentary limits.
+ * die), the server's or this address's momentary limits, and a cluster node
+ * cut off from NATS (cluster unavailable).
  */
-const RETRY_REFUSALS = new Set([1, 5, 6, 11, 12, 13]);
+const RETRY_REFUSALS = new Set([1, 5, 6, 11, 12, 13, 15]);
 /** GOODBYEs after which a client reconnects: shutdown (a restart), slow consumer, timeout, connection lost. */
 const RETRY_GOODBYES = new Set([1, 2, 3, 6]);
 /** Reconnection backoff: the first delay, and the cap of the doubling. */

@@ -167,6 +167,9 @@ class DecodingTest(unittest.TestCase):
         self.assertIsInstance(refused.reason, RefuseReason)
         self.assertEqual(RefuseReason(14), RefuseReason.RESUME_INVALID)
         self.assertTrue(RefuseReason.RESUME_INVALID.known)
+        self.assertEqual(RefuseReason(15), RefuseReason.CLUSTER_UNAVAILABLE)
+        self.assertEqual(RefuseReason(15).describe(), "cluster unavailable")
+        self.assertFalse(RefuseReason(16).known)
         self.assertEqual(CloseReason.LEFT_WHILE_AWAY, 255)
 
     def test_errors_pickle_and_describe(self) -> None:

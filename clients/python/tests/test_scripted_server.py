@@ -224,20 +224,23 @@ class ScriptedTest(unittest.TestCase):
         def script(n: int, hello: Hello, sock: socket.socket) -> None:
             if n == 0:
                 sock.sendall(welcome(["alice"], (False, "T")))
-            elif n < 5:  # too many joins, server full, name taken, overloaded
-                sock.sendall(refused((13, 5, 1, 11)[n - 1]))
+            elif n < 6:  # too many joins, server full, name taken, overloaded,
+                # cluster unavailable (a cluster node cut off from NATS)
+                sock.sendall(refused((13, 5, 1, 11, 15)[n - 1]))
             else:
                 sock.sendall(welcome(["alice"], (True, "T")))
                 hold(sock)
 
         server = self.serve(script)
         alice = self.connect(server)
-        wait_until(lambda: len(server.hellos) == 6 and alice.state is State.CONNECTED, "6 HELLOs")
+        wait_until(lambda: len(server.hellos) == 7 and alice.state is State.CONNECTED, "7 HELLOs")
         gaps = [b.at - a.at for a, b in zip(server.hellos[1:], server.hellos[2:])]
-        # Each delay is drawn in [d/2, d], d = 0.2, 0.4, 0.8, 1.6 s.
-        for gap, d in zip(gaps, (0.2, 0.4, 0.8, 1.6)):
+        # Each delay is drawn in [d/2, d], d = 0.2, 0.4, 0.8, 1.6, 3.2 s.
+        for gap, d in zip(gaps, (0.2, 0.4, 0.8, 1.6, 3.2)):
             self.assertGreaterEqual(gap, d / 2 - 0.01, gaps)
             self.assertLess(gap, d + 0.5, gaps)
+        # None of these refusals is about the seat: its token is kept.
+        self.assertEqual([h.resume for h in server.hellos], [""] + ["T"] * 6)
         self.assertTrue(alice.resumed)
 
     def test_stream_ending_inside_a_frame_is_a_lost_connection(self) -> None:

@@ -785,9 +785,9 @@ impl Core {
 }
 
 /// Whether a refusal met while reconnecting may pass by itself: a full
-/// server or room, the memory budget, the address limits, and "name taken"
-/// (a server that cannot resume still holds the lost connection's ghost for
-/// a while).
+/// server or room, the memory budget, the address limits, a cluster node
+/// cut off from its backplane, and "name taken" (a server that cannot
+/// resume still holds the lost connection's ghost for a while).
 fn retry_refusal(reason: RefuseReason) -> bool {
     matches!(
         reason,
@@ -798,6 +798,7 @@ fn retry_refusal(reason: RefuseReason) -> bool {
             | RefuseReason::Overloaded
             | RefuseReason::TooManyConnections
             | RefuseReason::TooManyJoins
+            | RefuseReason::ClusterUnavailable
     )
 }
 

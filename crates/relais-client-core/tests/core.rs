@@ -206,6 +206,50 @@ fn a_server_refusing_an_empty_resume_token_gets_backoff_not_a_busy_loop() {
 }
 
 #[test]
+fn cluster_unavailable_while_reconnecting_is_retried_with_backoff() {
+    let t0 = Instant::now();
+    let mut core = joined(t0);
+    core.handle_eof(t0);
+    core.poll_action();
+    updates(&mut core);
+    let mut now = core.poll_timeout().unwrap();
+    // After the first try (about 100 ms), delays of about 200, 400, 800 ms.
+    for d in [200, 400, 800] {
+        core.handle_timeout(now);
+        assert!(matches!(core.poll_action(), Some(Action::Connect { .. })));
+        core.connected(now);
+        // Each HELLO still presents the seat's token "RT".
+        assert_eq!(
+            transmit(&mut core),
+            b"\x00\x00\x00\x0c\x01\x00\x01\x05\x02al\x01r\x02RT"
+        );
+        // REFUSED 15: the node cannot reach its backplane.
+        core.handle_input(b"\x00\x00\x00\x15\x82\x0fcluster unavailable", now);
+        assert_eq!(core.poll_action(), Some(Action::Disconnect));
+        assert_eq!(core.state(), State::Reconnecting);
+        assert!(core.status().is_none());
+        assert!(updates(&mut core).is_empty());
+        let next = core.poll_timeout().unwrap();
+        assert!(
+            next >= now + d / 2 * MS && next <= now + d * MS,
+            "{d} ms: {:?}",
+            next - now
+        );
+        now = next;
+    }
+    core.handle_timeout(now);
+    core.poll_action();
+    core.connected(now);
+    transmit(&mut core);
+    core.handle_input(WELCOME_AL, now);
+    assert!(matches!(
+        &updates(&mut core)[..],
+        [Update::Event(Event::Reconnected { resumed: false })]
+    ));
+    assert_eq!(core.state(), State::Connected);
+}
+
+#[test]
 fn reconnecting_gives_up_when_the_window_passes_or_the_refusal_is_final() {
     let t0 = Instant::now();
     let mut core = joined(t0);

@@ -198,5 +198,21 @@ mod tests {
             assert_eq!(RefuseReason::from_code(c).code(), c);
             assert_eq!(CloseReason::from_code(c).code(), c);
         }
+        // Every code from 1 to 15 has a name; the next is unknown.
+        for c in 1..=15u8 {
+            assert!(
+                !matches!(RefuseReason::from_code(c), RefuseReason::Unknown(_)),
+                "{c}"
+            );
+        }
+        assert_eq!(RefuseReason::from_code(16), RefuseReason::Unknown(16));
+        assert_eq!(
+            RefuseReason::from_code(15),
+            RefuseReason::ClusterUnavailable
+        );
+        assert_eq!(
+            RefuseReason::ClusterUnavailable.to_string(),
+            "cluster unavailable"
+        );
     }
 }

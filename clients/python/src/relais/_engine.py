@@ -55,6 +55,7 @@ RETRYABLE_REFUSALS = frozenset(
         RefuseReason.TOO_MANY_CONNECTIONS,
         RefuseReason.TOO_MANY_JOINS,
         RefuseReason.RESUME_INVALID,
+        RefuseReason.CLUSTER_UNAVAILABLE,  # a cluster node cut off from NATS
     }
 )
 

@@ -97,6 +97,7 @@ class RefuseReason(_CodeEnum):
     TOO_MANY_CONNECTIONS = 12
     TOO_MANY_JOINS = 13
     RESUME_INVALID = 14
+    CLUSTER_UNAVAILABLE = 15
 
     def describe(self) -> str:
         return _REFUSE_TEXT.get(self.value, "refused (code %d)" % self.value)
@@ -117,6 +118,7 @@ _REFUSE_TEXT = {
     12: "too many connections from this address",
     13: "too many joins from this address",
     14: "resume token invalid",
+    15: "cluster unavailable",
 }
 
 
