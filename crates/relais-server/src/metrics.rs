@@ -63,7 +63,7 @@ impl Transport {
 
 /// The `reason` label of `relais_refusals_total`, by wire code (index 0:
 /// a code this server does not send).
-const REFUSE_LABELS: [&str; 15] = [
+const REFUSE_LABELS: [&str; 16] = [
     "other",
     "name_taken",
     "invalid_name",
@@ -79,6 +79,7 @@ const REFUSE_LABELS: [&str; 15] = [
     "too_many_connections",
     "too_many_joins",
     "resume_invalid",
+    "cluster_unavailable",
 ];
 
 /// The `reason` label of `relais_leaves_total`, by wire code (the last: a

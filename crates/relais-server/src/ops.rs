@@ -4,7 +4,8 @@
 //! - `GET /metrics`: every [metric](crate::metrics), OpenMetrics text;
 //! - `GET /healthz`: `200` while the process serves at all;
 //! - `GET /readyz`: `200` while the server accepts clients, `503` from the
-//!   start of a shutdown (through its grace period) on.
+//!   start of a shutdown (through its grace period) on, and on a cluster
+//!   node while it cannot reach NATS.
 //!
 //! Like the WebSocket port's pages ([`crate::web`]) this is one request per
 //! connection, `Connection: close`, heads bounded in size and time. At most
@@ -77,7 +78,10 @@ fn answer(ctx: &ServerContext, path: &str) -> Response {
         ),
         "/healthz" => Response::text(200, "OK", "ok\n"),
         "/readyz" if ctx.is_ready() => Response::text(200, "OK", "ready\n"),
-        "/readyz" => Response::text(503, "Service Unavailable", "shutting down\n"),
+        "/readyz" if ctx.shutdown.is_cancelled() => {
+            Response::text(503, "Service Unavailable", "shutting down\n")
+        }
+        "/readyz" => Response::text(503, "Service Unavailable", "cluster unavailable\n"),
         _ => not_found(),
     }
 }
