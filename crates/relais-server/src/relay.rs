@@ -1360,4 +1360,184 @@ mod tests {
         assert!(!relay.fill_snapshot(&mj.room_handle(), &j, usize::MAX));
         assert_eq!(frames(&j), [msg("a", &[1; 1500])]);
     }
+
+    fn stamp(epoch: u64, seq: u64) -> Stamp {
+        Stamp {
+            node: 7,
+            epoch,
+            seq,
+        }
+    }
+
+    fn remote_joined(member: u64, name: &str) -> RemoteEvent {
+        RemoteEvent::Joined {
+            member,
+            name: name.into(),
+        }
+    }
+
+    fn remote_message(member: u64, sender: &str, payload: &[u8]) -> RemoteEvent {
+        RemoteEvent::Message {
+            member,
+            frame: encode_message(sender, payload),
+        }
+    }
+
+    fn snapshot(epoch: u64, seq: u64, members: &[(u64, &str, Option<&[u8]>)]) -> RemoteSnapshot {
+        RemoteSnapshot {
+            node: 7,
+            epoch,
+            seq,
+            members: members
+                .iter()
+                .map(|&(member, name, latest)| RemoteSeat {
+                    member,
+                    name: name.into(),
+                    latest: latest.map(|p| encode_message(name, p)),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_remote_stream_applies_in_order_and_a_gap_waits_for_a_snapshot() {
+        let relay = Relay::new();
+        let a = outbox(&relay);
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let room = ma.room_handle();
+        frames(&a);
+        // A stream never seen: held until the node's snapshot says where
+        // it stands.
+        assert!(relay.remote_event(&room, stamp(5, 1), remote_joined(1, "bob")));
+        assert!(frames(&a).is_empty());
+        assert!(!relay.remote_snapshot(&room, snapshot(5, 0, &[])));
+        assert_eq!(frames(&a), [ServerFrame::Joined("bob".into())]);
+        assert!(!relay.remote_event(&room, stamp(5, 2), remote_message(1, "bob", b"x")));
+        // A duplicate is dropped.
+        assert!(!relay.remote_event(&room, stamp(5, 2), remote_message(1, "bob", b"x")));
+        assert_eq!(frames(&a), [msg("bob", b"x")]);
+        // Event 3 is lost: 4 waits for a snapshot, which carries what 3 did.
+        assert!(relay.remote_event(&room, stamp(5, 4), remote_message(1, "bob", b"z")));
+        assert!(!relay.remote_event(&room, stamp(5, 5), remote_message(1, "bob", b"w")));
+        assert!(frames(&a).is_empty(), "held");
+        let snap = snapshot(5, 4, &[(1, "bob", Some(b"z")), (2, "carl", Some(b"c"))]);
+        assert!(!relay.remote_snapshot(&room, snap.clone()));
+        assert_eq!(
+            frames(&a),
+            [
+                msg("bob", b"w"),
+                ServerFrame::Joined("carl".into()),
+                msg("carl", b"c"),
+            ],
+            "bob's z then w conflate to w; 4 was in the snapshot, 5 applies"
+        );
+        // A duplicate answer changes nothing.
+        assert!(!relay.remote_snapshot(&room, snap));
+        assert!(frames(&a).is_empty());
+        // A late joiner sees remote members and their latest.
+        let j = outbox(&relay);
+        let mj = relay.join("r", "j", seat(false), j.clone()).unwrap();
+        relay.fill_snapshot(&mj.room_handle(), &j, usize::MAX);
+        let got = frames(&j);
+        assert_eq!(welcome_of(&got).1, ["a", "bob", "carl", "j"]);
+        assert_eq!(got[1..], [msg("bob", b"w"), msg("carl", b"c")]);
+        // Remote names are taken here too.
+        assert_eq!(
+            relay
+                .join("r", "Bob", seat(false), outbox(&relay))
+                .unwrap_err(),
+            RefuseReason::NameTaken
+        );
+        // The node goes: its members leave with "connection lost".
+        frames(&a);
+        relay.node_gone(7);
+        assert_eq!(
+            frames(&a),
+            [
+                ServerFrame::Left("bob".into(), CloseReason::ConnectionLost),
+                ServerFrame::Left("carl".into(), CloseReason::ConnectionLost),
+            ]
+        );
+        assert_eq!(relay.member_count(), 2, "remote members are not counted");
+    }
+
+    #[test]
+    fn a_remote_room_created_again_replaces_the_old_one_and_stale_events_are_dropped() {
+        let relay = Relay::new();
+        let a = outbox(&relay);
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let room = ma.room_handle();
+        relay.expect_snapshot(&room, 7);
+        assert!(!relay.remote_snapshot(&room, snapshot(5, 3, &[(1, "bob", None)])));
+        frames(&a);
+        // Event 1 of a newer epoch: the node's room was removed and made
+        // again; bob's LEFT was missed.
+        assert!(!relay.remote_event(&room, stamp(6, 1), remote_joined(4, "dan")));
+        assert!(!relay.remote_event(&room, stamp(5, 9), remote_joined(5, "old")));
+        assert_eq!(
+            frames(&a),
+            [
+                ServerFrame::Left("bob".into(), CloseReason::ConnectionLost),
+                ServerFrame::Joined("dan".into()),
+            ]
+        );
+        // A leave in order.
+        assert!(!relay.remote_event(
+            &room,
+            stamp(6, 2),
+            RemoteEvent::Left {
+                member: 4,
+                reason: CloseReason::Normal
+            }
+        ));
+        assert_eq!(
+            frames(&a),
+            [ServerFrame::Left("dan".into(), CloseReason::Normal)]
+        );
+    }
+
+    #[test]
+    fn remote_messages_conflate_per_sender_for_a_slow_reader() {
+        let relay = Relay::new();
+        let a = outbox(&relay);
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let room = ma.room_handle();
+        relay.expect_snapshot(&room, 7);
+        relay.remote_snapshot(
+            &room,
+            snapshot(5, 0, &[(1, "bob", None), (2, "carl", None)]),
+        );
+        frames(&a);
+        for (seq, payload) in [(1, b"1"), (2, b"2"), (3, b"3")] {
+            relay.remote_event(&room, stamp(5, seq), remote_message(1, "bob", payload));
+        }
+        relay.remote_event(&room, stamp(5, 4), remote_message(2, "carl", b"c"));
+        assert_eq!(frames(&a), [msg("bob", b"3"), msg("carl", b"c")]);
+    }
+
+    #[test]
+    fn a_room_lasts_while_it_has_local_members_and_lists_only_them() {
+        let relay = Relay::new();
+        let room = relay.open_room("r");
+        relay.expect_snapshot(&room, 7);
+        relay.remote_snapshot(&room, snapshot(5, 0, &[(1, "bob", Some(b"b"))]));
+        assert!(relay.rooms().is_empty(), "no member of this node");
+        let ma = relay.join("r", "a", seat(false), outbox(&relay)).unwrap();
+        assert_eq!(
+            relay.rooms(),
+            [RoomInfo {
+                name: "r".into(),
+                members: 1
+            }]
+        );
+        let snapshot = relay.local_snapshot("r", 3);
+        assert_eq!((snapshot.node, snapshot.members.len()), (3, 1));
+        assert_eq!(snapshot.members[0].name, "a");
+        relay.leave(ma, CloseReason::Normal);
+        assert_eq!(relay.room_count(), 0, "remote members alone keep no room");
+        assert!(room.0.removed.is_cancelled());
+        assert_eq!(relay.local_snapshot("r", 3).epoch, 0);
+        let used = relay.budget.used();
+        assert_eq!(used, 0, "bob's latest was given back");
+    }
 }

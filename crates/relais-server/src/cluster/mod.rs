@@ -255,9 +255,12 @@ impl Cluster {
         }
         let claim = self.claim(room, name).await?;
         loop {
-            let handle = relay.open_room(room);
-            self.open(relay, &handle).await;
-            match relay.join_room(&handle, name, seat, outbox.clone()) {
+            let opened = Opened {
+                relay,
+                room: relay.open_room(room),
+            };
+            self.open(relay, &opened.room).await?;
+            match relay.join_room(&opened.room, name, seat, outbox.clone()) {
                 Ok(membership) => {
                     claim.keep();
                     return Ok(membership);
@@ -336,46 +339,42 @@ impl Cluster {
 
     /// Subscribes to `room` once, and waits (at most [`SNAPSHOT_WAIT`])
     /// for the other nodes' snapshots of it.
-    async fn open(&self, relay: &Relay, room: &RoomHandle) {
-        let _ = room
-            .0
-            .synced
-            .get_or_try_init(|| async {
-                let subject = wire::room_subject(room.name());
-                let Ok(events) = self.client.subscribe(subject).await else {
-                    return Err(());
-                };
-                let Some(ctx) = self.ctx.upgrade() else {
-                    return Err(());
-                };
-                tokio::spawn(follow_room(
-                    ctx,
-                    room.clone(),
-                    events,
-                    self.link.clone(),
-                    self.client.clone(),
-                ));
-                let peers = self.peers();
-                for &p in &peers {
-                    relay.expect_snapshot(room, p);
+    async fn open(&self, relay: &Relay, room: &RoomHandle) -> Result<(), RefuseReason> {
+        let init = || async {
+            let ctx = self.ctx.upgrade().ok_or(RefuseReason::ClusterUnavailable)?;
+            let subject = wire::room_subject(room.name());
+            let events = self.client.subscribe(subject).await.map_err(|e| {
+                warn!(error = %e, "cannot subscribe to a room");
+                RefuseReason::ClusterUnavailable
+            })?;
+            tokio::spawn(follow_room(
+                ctx,
+                room.clone(),
+                events,
+                self.link.clone(),
+                self.client.clone(),
+            ));
+            let peers = self.peers();
+            for &p in &peers {
+                relay.expect_snapshot(room, p);
+            }
+            self.ask_snapshot(room.name(), 0).await;
+            let deadline = Instant::now() + SNAPSHOT_WAIT;
+            loop {
+                let applied = room.0.snapshot_applied.notified();
+                tokio::pin!(applied);
+                applied.as_mut().enable();
+                if !relay.awaits_snapshot(room, &peers) {
+                    break;
                 }
-                self.ask_snapshot(room.name(), 0).await;
-                let deadline = Instant::now() + SNAPSHOT_WAIT;
-                loop {
-                    let applied = room.0.snapshot_applied.notified();
-                    tokio::pin!(applied);
-                    applied.as_mut().enable();
-                    if !relay.awaits_snapshot(room, &peers) {
-                        break;
-                    }
-                    tokio::select! {
-                        () = applied => {}
-                        () = tokio::time::sleep_until(deadline) => break,
-                    }
+                tokio::select! {
+                    () = applied => {}
+                    () = tokio::time::sleep_until(deadline) => break,
                 }
-                Ok(())
-            })
-            .await;
+            }
+            Ok(())
+        };
+        room.0.synced.get_or_try_init(init).await.map(|_| ())
     }
 
     /// Asks node `target` (0: every node) for its snapshot of `room`.
@@ -486,10 +485,14 @@ impl Cluster {
                 _ = beat.tick() => {
                     if last_sent.elapsed() >= HEARTBEAT {
                         last_sent = Instant::now();
-                        let _ = self
-                            .client
-                            .publish(wire::NODE_SUBJECT, wire::heartbeat(self.node(), true))
-                            .await;
+                        // Bounded: while NATS is out of reach the others'
+                        // silence must still be noticed.
+                        let beat = wire::heartbeat(self.node(), true);
+                        let _ = tokio::time::timeout(
+                            HEARTBEAT,
+                            self.client.publish(wire::NODE_SUBJECT, beat),
+                        )
+                        .await;
                     }
                     self.check_peers(&ctx.relay).await;
                 }
@@ -721,6 +724,19 @@ async fn follow_room(
         }
     }
     let _ = events.unsubscribe().await;
+}
+
+/// A room opened for a join: removed again if the join does not complete
+/// and nobody else of this node is in it.
+struct Opened<'a> {
+    relay: &'a Relay,
+    room: RoomHandle,
+}
+
+impl Drop for Opened<'_> {
+    fn drop(&mut self) {
+        self.relay.close_if_unused(&self.room);
+    }
 }
 
 /// A claim being made: released if the join does not complete.
