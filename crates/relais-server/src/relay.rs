@@ -648,7 +648,6 @@ impl Relay {
     /// connection has taken it ([`resume`](Self::resume)): then nobody is
     /// told anything.
     pub fn leave(&self, membership: Membership, reason: CloseReason) -> bool {
-        let mut rooms = lock(&self.rooms);
         let room = &membership.room;
         let mut st = lock(&room.state);
         let Some(i) = current(&st.members, &membership) else {
@@ -665,11 +664,14 @@ impl Relay {
         self.announce(room, &mut st, |stamp| {
             wire::left(stamp, membership.id, reason)
         });
-        if self.remove_if_unused(&mut rooms, room, &mut st) {
-            return true;
-        }
-        drop(rooms);
         tell_left(&st.members, &gone.name, reason);
+        let unused = local_count(&st) == 0;
+        drop(st);
+        if unused {
+            // The registry lock only now, to remove the room (unless a
+            // join came in meanwhile).
+            self.close_if_unused(&RoomHandle(room.clone()));
+        }
         true
     }
 
