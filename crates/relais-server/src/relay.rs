@@ -164,11 +164,15 @@ struct Origin {
 struct Pending {
     since: Instant,
     events: Vec<(Stamp, RemoteEvent)>,
+    /// The held events' size.
+    bytes: usize,
 }
 
-/// Events held per node while its snapshot is awaited; past it they are
-/// dropped (a gap found after the snapshot asks for another).
+/// Events held per node and room while its snapshot is awaited, and their
+/// bytes at most; past either they are dropped (a gap found after the
+/// snapshot asks for another).
 const MAX_PENDING_EVENTS: usize = 4096;
+const MAX_PENDING_BYTES: usize = 1 << 20;
 
 /// How a new member joins ([`Relay::join`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -675,6 +679,41 @@ impl Relay {
         true
     }
 
+    /// Removes this node's member of `room` whose name has comparison key
+    /// `key` (a cluster gave the name to a member of another node): the
+    /// room is told it left for `reason`, and its connection is closed with
+    /// a `GOODBYE` of that reason. Returns whether there was one.
+    pub fn evict(&self, room: &str, key: &str, reason: CloseReason) -> bool {
+        let Some(room) = self.room(room) else {
+            return false;
+        };
+        let room = &room.0;
+        let mut st = lock(&room.state);
+        let Some(i) = st
+            .members
+            .iter()
+            .position(|m| m.remote.is_none() && &*m.key == key)
+        else {
+            return false;
+        };
+        let gone = st.members.remove(i);
+        self.budget.release(gone.latest.map_or(0, |f| f.len()));
+        self.metrics.left(reason);
+        self.announce(room, &mut st, |stamp| wire::left(stamp, gone.id, reason));
+        tell_left(&st.members, &gone.name, reason);
+        // Its writer sends what is waiting, then the GOODBYE. (A parked
+        // seat's session finds the seat gone when its grace ends.)
+        if let Some(outbox) = &gone.outbox {
+            outbox.close(reason);
+        }
+        let unused = local_count(&st) == 0;
+        drop(st);
+        if unused {
+            self.close_if_unused(&RoomHandle(room.clone()));
+        }
+        true
+    }
+
     /// Applies one event of another node's stream for `room`. Returns
     /// whether that node's snapshot of the room must be asked for (the
     /// stream was not known, or has a gap); the room holds that node's
@@ -690,14 +729,19 @@ impl Relay {
     fn accept(&self, st: &mut RoomState, stamp: Stamp, event: RemoteEvent) -> bool {
         let origin = st.origins.entry(stamp.node).or_default();
         if let Some(pending) = &mut origin.pending {
-            if pending.events.len() < MAX_PENDING_EVENTS {
+            let size = event.size();
+            if pending.events.len() < MAX_PENDING_EVENTS
+                && pending.bytes + size <= MAX_PENDING_BYTES
+            {
+                pending.bytes += size;
                 pending.events.push((stamp, event));
             }
             return false;
         }
-        let hold = |origin: &mut Origin, stamp, event| {
+        let hold = |origin: &mut Origin, stamp, event: RemoteEvent| {
             origin.pending = Some(Pending {
                 since: Instant::now(),
+                bytes: event.size(),
                 events: vec![(stamp, event)],
             });
             true
@@ -808,6 +852,11 @@ impl Relay {
         }
         let node = snapshot.node;
         let origin = st.origins.entry(node).or_default();
+        if origin.next != 0 && (snapshot.epoch, snapshot.seq + 1) < (origin.epoch, origin.next) {
+            // Older than what has been applied: an answer to an earlier
+            // request. Still waiting for a newer one.
+            return false;
+        }
         let held = match origin.pending.take() {
             Some(pending) => pending.events,
             // A stream never seen: the snapshot tells where it stands.
@@ -858,6 +907,7 @@ impl Relay {
             origin.pending = Some(Pending {
                 since: Instant::now(),
                 events: Vec::new(),
+                bytes: 0,
             });
         }
     }
@@ -1541,5 +1591,49 @@ mod tests {
         assert_eq!(relay.local_snapshot("r", 3).epoch, 0);
         let used = relay.budget.used();
         assert_eq!(used, 0, "bob's latest was given back");
+    }
+
+    #[test]
+    fn an_answer_older_than_the_applied_stream_is_not_taken() {
+        let relay = Relay::new();
+        let a = outbox(&relay);
+        let ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let room = ma.room_handle();
+        relay.expect_snapshot(&room, 7);
+        let old = snapshot(5, 1, &[(1, "bob", Some(b"1"))]);
+        assert!(!relay.remote_snapshot(&room, old.clone()));
+        relay.remote_event(&room, stamp(5, 2), remote_joined(2, "carl"));
+        relay.remote_event(&room, stamp(5, 3), remote_message(1, "bob", b"2"));
+        // A gap: a snapshot is awaited again; the first answer to an
+        // earlier request arrives late and must not rewind anything.
+        assert!(relay.remote_event(&room, stamp(5, 5), remote_message(1, "bob", b"4")));
+        frames(&a);
+        assert!(!relay.remote_snapshot(&room, old));
+        assert!(frames(&a).is_empty(), "no LEFT carl, no bob 1");
+        let new = snapshot(5, 4, &[(1, "bob", Some(b"3")), (2, "carl", None)]);
+        assert!(!relay.remote_snapshot(&room, new));
+        assert_eq!(
+            frames(&a),
+            [msg("bob", b"4")],
+            "3 then the held 4, conflated"
+        );
+    }
+
+    #[test]
+    fn an_evicted_member_leaves_the_room_and_gets_a_goodbye() {
+        let relay = Relay::new();
+        let (a, b) = (outbox(&relay), outbox(&relay));
+        let _ma = relay.join("r", "a", seat(false), a.clone()).unwrap();
+        let mb = relay.join("r", "b", seat(false), b.clone()).unwrap();
+        frames(&a);
+        assert!(relay.evict("r", &name_key("B"), CloseReason::ConnectionLost));
+        assert_eq!(
+            frames(&a),
+            [ServerFrame::Left("b".into(), CloseReason::ConnectionLost)]
+        );
+        assert_eq!(b.close_reason(), Some(CloseReason::ConnectionLost));
+        assert!(!relay.leave(mb, CloseReason::Normal), "already gone");
+        assert!(!relay.evict("r", "b", CloseReason::ConnectionLost));
+        assert!(relay.join("r", "b", seat(false), outbox(&relay)).is_ok());
     }
 }

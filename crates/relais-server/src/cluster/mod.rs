@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use relais_protocol::{name_key, RefuseReason, RoomInfo};
+use relais_protocol::{name_key, CloseReason, RefuseReason, RoomInfo};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,10 +46,12 @@ use crate::ServerContext;
 
 /// How often a node says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
-/// A node unheard for this long is gone.
+/// A node unheard for this long is gone. A node takes over a name claim of
+/// a node it has not heard only once it has itself listened this long.
 pub const DEAD_AFTER: Duration = Duration::from_secs(2);
-/// After connecting (or reconnecting) a node listens this long, so that it
-/// has heard every live node, before it takes joins.
+/// After connecting (or reconnecting) a node listens this long (one and a
+/// half heartbeat periods) before it takes joins, so that a join's room
+/// snapshot asks the nodes that are up.
 pub const SETTLE: Duration = Duration::from_millis(750);
 /// How long a join waits for the other nodes' snapshots of a room it opens;
 /// a snapshot still missing is asked for again this often.
@@ -59,8 +61,11 @@ pub const ROOMS_WAIT: Duration = Duration::from_millis(500);
 /// Every request to JetStream (a claim, its check) gives up after this.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room events waiting to be published; past it they are dropped (the
-/// other nodes see the gap and ask for a snapshot).
+/// other nodes see the gap and ask for a snapshot). Name releases have a
+/// queue of their own, never dropped (one per leave).
 pub const MAX_QUEUED_EVENTS: usize = 65_536;
+/// Snapshots being put together from chunks, at most.
+const MAX_PARTIAL_SNAPSHOTS: usize = 1024;
 
 /// The relay's side of the cluster: where its room events go, and which
 /// names this node holds. Calls never block.
@@ -68,6 +73,8 @@ pub const MAX_QUEUED_EVENTS: usize = 65_536;
 pub struct Link {
     node: u64,
     out: mpsc::Sender<Out>,
+    /// Claims to delete: (key, revision).
+    releases: mpsc::UnboundedSender<(String, u64)>,
     /// The names this node's members hold (or are claiming: revision 0),
     /// by claim key, with the claim's revision in the bucket.
     claims: Mutex<HashMap<String, u64>>,
@@ -76,10 +83,6 @@ pub struct Link {
 #[derive(Debug)]
 enum Out {
     Publish(async_nats::Subject, Bytes),
-    Release {
-        key: String,
-        revision: u64,
-    },
     /// Everything before it has been handed to NATS.
     Flushed(tokio::sync::oneshot::Sender<()>),
 }
@@ -102,7 +105,13 @@ impl Link {
     pub(crate) fn release_name(&self, room: &str, key: &str) {
         let key = wire::claim_key(room, key);
         if let Some(revision) = lock(&self.claims).remove(&key) {
-            let _ = self.out.try_send(Out::Release { key, revision });
+            self.release(key, revision);
+        }
+    }
+
+    fn release(&self, key: String, revision: u64) {
+        if revision != 0 {
+            let _ = self.releases.send((key, revision));
         }
     }
 }
@@ -119,6 +128,10 @@ pub struct Cluster {
     peers: Mutex<HashMap<u64, Instant>>,
     /// Nodes declared gone: one heard again is resynchronised.
     gone: Mutex<HashSet<u64>>,
+    /// Since when this node has been connected (the last reconnect).
+    listening_since: Mutex<Instant>,
+    /// Claims whose delete did not reach NATS: deleted after a reconnect.
+    unreleased: Mutex<Vec<(String, u64)>>,
     stop: CancellationToken,
     /// The server this node serves (it owns the cluster: no cycle).
     ctx: Weak<ServerContext>,
@@ -181,9 +194,11 @@ impl Cluster {
             .map_err(|e| connect_error(&e))?;
         let kv = open_bucket(&client).await?;
         let (out_tx, out_rx) = mpsc::channel(MAX_QUEUED_EVENTS);
+        let (releases_tx, releases) = mpsc::unbounded_channel();
         let link = Arc::new(Link {
             node,
             out: out_tx,
+            releases: releases_tx,
             claims: Mutex::default(),
         });
         let cluster = Arc::new(Self {
@@ -193,6 +208,8 @@ impl Cluster {
             up: AtomicBool::new(false),
             peers: Mutex::default(),
             gone: Mutex::default(),
+            listening_since: Mutex::new(Instant::now()),
+            unreleased: Mutex::default(),
             stop: CancellationToken::new(),
             ctx: Arc::downgrade(&ctx),
         });
@@ -212,6 +229,7 @@ impl Cluster {
         let snapshots = subscribe(wire::snap_subject(node)).await?;
         let room_lists = subscribe(wire::ROOMS_SUBJECT.into()).await?;
         tokio::spawn(cluster.clone().publish(out_rx));
+        tokio::spawn(cluster.clone().release(releases));
         tokio::spawn(cluster.clone().liveness(ctx.clone(), heartbeats));
         tokio::spawn(cluster.clone().answer_syncs(ctx.clone(), syncs));
         tokio::spawn(cluster.clone().take_snapshots(ctx.clone(), snapshots));
@@ -291,42 +309,64 @@ impl Cluster {
             RefuseReason::ClusterUnavailable
         };
         let value = wire::claim_value(self.node());
-        let created = tokio::time::timeout(KV_TIMEOUT, self.kv.create(&claim.key, value.clone()))
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let revision = match created {
-            Ok(revision) => revision,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let entry = tokio::time::timeout(KV_TIMEOUT, self.kv.entry(&claim.key))
+        // A few rounds: a release or another taker may land between reading
+        // a claim and taking it over.
+        for _ in 0..3 {
+            let created =
+                tokio::time::timeout(KV_TIMEOUT, self.kv.create(&claim.key, value.clone()))
                     .await
-                    .map_err(|e| unavailable(&e))?
                     .map_err(|e| unavailable(&e))?;
-                let Some(entry) = entry else {
-                    return Err(RefuseReason::NameTaken); // Released meanwhile: a race, lost.
-                };
-                let holder = wire::claim_holder(&entry.value);
-                // Ours but not in `claims`: left over from a release that
-                // did not reach NATS.
-                let stale =
-                    holder == Some(self.node()) || !holder.is_some_and(|h| self.is_alive(h));
-                if !stale {
-                    return Err(RefuseReason::NameTaken);
+            let revision = match created {
+                Ok(revision) => revision,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let entry = tokio::time::timeout(KV_TIMEOUT, self.kv.entry(&claim.key))
+                        .await
+                        .map_err(|e| unavailable(&e))?
+                        .map_err(|e| unavailable(&e))?;
+                    let Some(entry) = entry else {
+                        continue; // Released meanwhile.
+                    };
+                    if entry.operation == kv::Operation::Put
+                        && !self.may_take_over(wire::claim_holder(&entry.value))
+                    {
+                        return Err(RefuseReason::NameTaken);
+                    }
+                    let updated = tokio::time::timeout(
+                        KV_TIMEOUT,
+                        self.kv.update(&claim.key, value.clone(), entry.revision),
+                    )
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                    match updated {
+                        Ok(revision) => revision,
+                        Err(_) => continue, // Changed meanwhile: read it again.
+                    }
                 }
-                let updated = tokio::time::timeout(
-                    KV_TIMEOUT,
-                    self.kv.update(&claim.key, value, entry.revision),
-                )
-                .await
-                .map_err(|e| unavailable(&e))?;
-                // Lost to another taker: someone holds it now.
-                updated.map_err(|_| RefuseReason::NameTaken)?
+                Err(e) => return Err(unavailable(&e)),
+            };
+            if let Some(r) = lock(&self.link.claims).get_mut(&claim.key) {
+                *r = revision;
             }
-            Err(e) => return Err(unavailable(&e)),
-        };
-        if let Some(r) = lock(&self.link.claims).get_mut(&claim.key) {
-            *r = revision;
+            return Ok(claim);
         }
-        Ok(claim)
+        Err(RefuseReason::NameTaken)
+    }
+
+    /// Whether a claim held by `holder` may be taken over: the holder is
+    /// this node (the claim is not among its members': a leftover), or it
+    /// was declared gone, or this node has listened [`DEAD_AFTER`] since
+    /// it (re)connected and has not heard it.
+    fn may_take_over(&self, holder: Option<u64>) -> bool {
+        let Some(holder) = holder else {
+            return true; // Not a claim this software wrote.
+        };
+        holder == self.node()
+            || self.is_gone(holder)
+            || (!self.is_alive(holder) && lock(&self.listening_since).elapsed() >= DEAD_AFTER)
+    }
+
+    fn is_gone(&self, node: u64) -> bool {
+        lock(&self.gone).contains(&node)
     }
 
     fn is_alive(&self, node: u64) -> bool {
@@ -380,7 +420,9 @@ impl Cluster {
     /// Asks node `target` (0: every node) for its snapshot of `room`.
     async fn ask_snapshot(&self, room: &str, target: u64) {
         let request = wire::sync_request(target, self.node(), room);
-        let _ = self.client.publish(wire::sync_subject(room), request).await;
+        let publish = self.client.publish(wire::sync_subject(room), request);
+        // Bounded: the liveness task asks too.
+        let _ = tokio::time::timeout(HEARTBEAT, publish).await;
     }
 
     /// The cluster's rooms with their member counts: this node's and every
@@ -426,40 +468,51 @@ impl Cluster {
 
     /// Hands everything queued so far to NATS, says this node is leaving,
     /// and flushes: a clean shutdown's `LEFT`s reach the other nodes.
+    /// Bounded: with NATS out of reach it gives up after a few seconds.
     pub async fn leave(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.link.out.send(Out::Flushed(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(KV_TIMEOUT, rx).await;
-        }
+        let flushed = async {
+            if self.link.out.send(Out::Flushed(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        };
+        let _ = tokio::time::timeout(KV_TIMEOUT, flushed).await;
         self.stop.cancel();
-        let _ = self
-            .client
-            .publish(wire::NODE_SUBJECT, wire::heartbeat(self.node(), false))
-            .await;
-        let _ = tokio::time::timeout(KV_TIMEOUT, self.client.flush()).await;
+        let bye = async {
+            let beat = wire::heartbeat(self.node(), false);
+            let _ = self.client.publish(wire::NODE_SUBJECT, beat).await;
+            let _ = self.client.flush().await;
+        };
+        let _ = tokio::time::timeout(KV_TIMEOUT, bye).await;
     }
 
-    /// Publishes the room events and releases the claims the relay queues.
+    /// Deletes the claims of members who left (only if unchanged since this
+    /// node wrote them); one whose delete fails while NATS is out of reach
+    /// is deleted after the reconnect.
+    async fn release(self: Arc<Self>, mut releases: mpsc::UnboundedReceiver<(String, u64)>) {
+        while let Some((key, revision)) = releases.recv().await {
+            let deleted = tokio::time::timeout(
+                KV_TIMEOUT,
+                self.kv.delete_expect_revision(&key, Some(revision)),
+            )
+            .await;
+            if !matches!(deleted, Ok(Ok(()))) {
+                if self.client.connection_state() == async_nats::connection::State::Connected {
+                    // Taken over meanwhile: not ours to delete.
+                    debug!(key, "name claim not released: no longer this node's");
+                } else {
+                    lock(&self.unreleased).push((key, revision));
+                }
+            }
+        }
+    }
+
+    /// Publishes the room events the relay queues.
     async fn publish(self: Arc<Self>, mut out: mpsc::Receiver<Out>) {
         while let Some(item) = out.recv().await {
             match item {
                 Out::Publish(subject, payload) => {
                     let _ = self.client.publish(subject, payload).await;
-                }
-                Out::Release { key, revision } => {
-                    let kv = self.kv.clone();
-                    tokio::spawn(async move {
-                        let deleted = tokio::time::timeout(
-                            KV_TIMEOUT,
-                            kv.delete_expect_revision(&key, Some(revision)),
-                        )
-                        .await;
-                        if !matches!(deleted, Ok(Ok(()))) {
-                            // Taken over, or NATS is out of reach: the
-                            // claim is stale and will be taken over.
-                            debug!(key, "name claim not released");
-                        }
-                    });
                 }
                 Out::Flushed(done) => {
                     let _ = self.client.flush().await;
@@ -476,34 +529,36 @@ impl Cluster {
         ctx: Arc<ServerContext>,
         mut heartbeats: async_nats::Subscriber,
     ) {
-        let mut beat = tokio::time::interval(HEARTBEAT / 2);
+        let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_sent = Instant::now() - HEARTBEAT;
+        let mut check = tokio::time::interval(HEARTBEAT / 2);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = beat.tick() => {
-                    if last_sent.elapsed() >= HEARTBEAT {
-                        last_sent = Instant::now();
-                        // Bounded: while NATS is out of reach the others'
-                        // silence must still be noticed.
-                        let beat = wire::heartbeat(self.node(), true);
-                        let _ = tokio::time::timeout(
-                            HEARTBEAT,
-                            self.client.publish(wire::NODE_SUBJECT, beat),
-                        )
-                        .await;
-                    }
-                    self.check_peers(&ctx.relay).await;
+                    // Bounded: while NATS is out of reach the others'
+                    // silence must still be noticed.
+                    let beat = wire::heartbeat(self.node(), true);
+                    let _ = tokio::time::timeout(
+                        HEARTBEAT / 2,
+                        self.client.publish(wire::NODE_SUBJECT, beat),
+                    )
+                    .await;
                 }
+                _ = check.tick() => self.check_peers(&ctx.relay).await,
                 heard = heartbeats.next() => {
                     let Some(heard) = heard else { return };
                     match wire::decode_heartbeat(heard.payload) {
                         Ok((node, _)) if node == self.node() => {}
                         Ok((node, true)) => self.heard(&ctx.relay, node).await,
                         Ok((node, false)) => {
-                            lock(&self.peers).remove(&node);
-                            ctx.relay.node_gone(node);
+                            // Leaving: its members' LEFTs, published before
+                            // this, are applied by the rooms' own tasks;
+                            // whoever is still there in half a second goes.
+                            if let Some(heard) = lock(&self.peers).get_mut(&node) {
+                                *heard = Instant::now() - DEAD_AFTER + HEARTBEAT;
+                            }
                         }
                         Err(e) => debug!(error = %e, "bad heartbeat"),
                     }
@@ -514,7 +569,8 @@ impl Cluster {
 
     async fn heard(&self, relay: &Relay, node: u64) {
         let new = lock(&self.peers).insert(node, Instant::now()).is_none();
-        if new && lock(&self.gone).remove(&node) {
+        // Not while reconnecting: the reconnect resynchronises every room.
+        if new && lock(&self.gone).remove(&node) && self.is_up() {
             info!(node = %format!("{node:016x}"), "node back: resynchronising");
             for room in relay.room_handles() {
                 relay.expect_snapshot(&room, node);
@@ -587,7 +643,13 @@ impl Cluster {
                     continue;
                 }
             };
+            if self.is_gone(part.node) {
+                continue;
+            }
             let key = (room, part.node);
+            if partial.len() >= MAX_PARTIAL_SNAPSHOTS {
+                partial.clear(); // Abandoned ones: asked again when overdue.
+            }
             let snapshot = match partial.remove(&key) {
                 Some(mut s) if (s.epoch, s.seq) == (part.epoch, part.seq) => {
                     s.members.extend(part.members);
@@ -624,6 +686,7 @@ impl Cluster {
     }
 
     async fn connection_event(&self, ctx: &ServerContext, event: async_nats::Event) {
+        use async_nats::connection::State;
         match event {
             async_nats::Event::Disconnected => {
                 if self.up.swap(false, Ordering::AcqRel) {
@@ -631,12 +694,22 @@ impl Cluster {
                 }
             }
             async_nats::Event::Connected => {
-                info!("NATS reachable again: resynchronising");
+                info!("NATS reachable: resynchronising");
+                *lock(&self.listening_since) = Instant::now();
                 tokio::time::sleep(SETTLE).await;
-                if self.client.connection_state() != async_nats::connection::State::Connected {
+                // Joins wait until this node's names are claimed again.
+                while self.client.connection_state() == State::Connected {
+                    match self.reclaim(&ctx.relay).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            warn!(error = %e, "cannot claim this node's names again; retrying");
+                            tokio::time::sleep(SNAPSHOT_WAIT).await;
+                        }
+                    }
+                }
+                if self.client.connection_state() != State::Connected {
                     return;
                 }
-                self.reclaim().await;
                 let peers = self.peers();
                 for room in ctx.relay.room_handles() {
                     for &p in &peers {
@@ -650,16 +723,24 @@ impl Cluster {
         }
     }
 
-    /// After NATS comes back (it may have lost the in-memory bucket):
-    /// claims this node's names again.
-    async fn reclaim(&self) {
-        let kv = match open_bucket(&self.client).await {
-            Ok(kv) => kv,
-            Err(e) => {
-                warn!(error = %e, "cannot reopen the name bucket");
-                return;
-            }
+    /// After NATS comes back (it may have lost the in-memory bucket): deletes
+    /// the claims whose release did not reach it, and claims this node's
+    /// names again. A name claimed by another node meanwhile (this node was
+    /// cut off, and declared gone) is that node's now: this node's member
+    /// of that name is removed ("connection lost"), so a name stays one
+    /// player.
+    async fn reclaim(&self, relay: &Relay) -> Result<(), ClusterError> {
+        let kv = open_bucket(&self.client).await?;
+        let bucket_error = |e: &dyn std::fmt::Display| ClusterError::Bucket {
+            bucket: wire::NAMES_BUCKET,
+            reason: e.to_string(),
         };
+        let unreleased = std::mem::take(&mut *lock(&self.unreleased));
+        for (key, revision) in unreleased {
+            let _ =
+                tokio::time::timeout(KV_TIMEOUT, kv.delete_expect_revision(&key, Some(revision)))
+                    .await;
+        }
         let held: Vec<String> = lock(&self.link.claims)
             .iter()
             .filter(|(_, r)| **r != 0)
@@ -667,31 +748,46 @@ impl Cluster {
             .collect();
         let value = wire::claim_value(self.node());
         for key in held {
-            let revision = match tokio::time::timeout(KV_TIMEOUT, kv.create(&key, value.clone()))
+            let created = tokio::time::timeout(KV_TIMEOUT, kv.create(&key, value.clone()))
                 .await
-            {
-                Ok(Ok(r)) => Some(r),
-                Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    match kv.entry(&key).await {
-                        Ok(Some(entry))
-                            if wire::claim_holder(&entry.value) == Some(self.node()) =>
-                        {
-                            Some(entry.revision)
+                .map_err(|e| bucket_error(&e))?;
+            let revision = match created {
+                Ok(r) => Some(r),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    let entry = tokio::time::timeout(KV_TIMEOUT, kv.entry(&key))
+                        .await
+                        .map_err(|e| bucket_error(&e))?
+                        .map_err(|e| bucket_error(&e))?;
+                    match entry {
+                        Some(e) if wire::claim_holder(&e.value) == Some(self.node()) => {
+                            Some(e.revision)
                         }
-                        _ => {
-                            warn!(key, "a name of this node was claimed elsewhere while NATS was out of reach");
-                            None
-                        }
+                        _ => None,
                     }
                 }
-                _ => None,
+                Err(e) => return Err(bucket_error(&e)),
             };
-            if let Some(r) = revision {
-                if let Some(held) = lock(&self.link.claims).get_mut(&key) {
-                    *held = r;
+            let mut claims = lock(&self.link.claims);
+            match (revision, claims.get_mut(&key)) {
+                (Some(r), Some(held)) => *held = r,
+                // Left while this ran: its release went with the old
+                // revision; this one goes too.
+                (Some(r), None) => {
+                    drop(claims);
+                    self.link.release(key, r);
                 }
+                (None, Some(_)) => {
+                    claims.remove(&key);
+                    drop(claims);
+                    warn!(key, "a name of this node was claimed elsewhere while it was cut off: its member here leaves");
+                    if let Some((room, name_key)) = wire::parse_claim_key(&key) {
+                        relay.evict(&room, &name_key, CloseReason::ConnectionLost);
+                    }
+                }
+                (None, None) => {}
             }
         }
+        Ok(())
     }
 }
 
@@ -711,6 +807,9 @@ async fn follow_room(
         };
         let Some(event) = event else { break };
         match wire::decode_event(event.payload) {
+            Ok((stamp, _)) if ctx.cluster().is_some_and(|c| c.is_gone(stamp.node)) => {
+                // Declared gone: heard again, it is resynchronised.
+            }
             Ok((stamp, event)) if stamp.node != link.node => {
                 if ctx.relay.remote_event(&room, stamp, event) {
                     let request = wire::sync_request(stamp.node, link.node, room.name());
@@ -758,12 +857,7 @@ impl Drop for Claim<'_> {
             return;
         }
         if let Some(revision) = lock(&self.link.claims).remove(&self.key) {
-            if revision != 0 {
-                let _ = self.link.out.try_send(Out::Release {
-                    key: std::mem::take(&mut self.key),
-                    revision,
-                });
-            }
+            self.link.release(std::mem::take(&mut self.key), revision);
         }
     }
 }

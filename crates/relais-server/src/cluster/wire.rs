@@ -37,6 +37,18 @@ pub fn claim_key(room: &str, name_key: &str) -> String {
     format!("{}.{}", token(room.as_bytes()), token(name_key.as_bytes()))
 }
 
+/// The room and the name key a [`claim_key`] is made of.
+pub fn parse_claim_key(key: &str) -> Option<(String, String)> {
+    let (room, name) = key.split_once('.')?;
+    let decode = |t: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    Some((decode(room)?, decode(name)?))
+}
+
 /// A claim's value: the holding node's id, 16 hex digits.
 pub fn claim_value(node: u64) -> Bytes {
     Bytes::from(format!("{node:016x}"))
@@ -89,6 +101,17 @@ pub enum RemoteEvent {
         /// sender's node encoded it (stamped with the sender's name).
         frame: Bytes,
     },
+}
+
+impl RemoteEvent {
+    /// About the memory it holds.
+    pub fn size(&self) -> usize {
+        64 + match self {
+            Self::Joined { name, .. } => name.len(),
+            Self::Left { .. } => 0,
+            Self::Message { frame, .. } => frame.len(),
+        }
+    }
 }
 
 const JOINED: u8 = 1;
@@ -437,6 +460,10 @@ mod tests {
         assert_eq!(sync_subject("a.b c>*"), "relais.sync.YS5iIGM-Kg");
         assert_eq!(snap_subject(255), "relais.snap.00000000000000ff");
         assert_eq!(claim_key("lobby", "ana"), "bG9iYnk.YW5h");
+        assert_eq!(
+            parse_claim_key(&claim_key("a.b", "é")),
+            Some(("a.b".into(), "é".into()))
+        );
         assert_eq!(claim_holder(&claim_value(u64::MAX)), Some(u64::MAX));
         let (t, r, room) = decode_sync_request(sync_request(1, 2, "x")).unwrap();
         assert_eq!((t, r, room.as_str()), (1, 2, "x"));
