@@ -27,6 +27,8 @@
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -287,6 +289,31 @@ impl Cluster {
                 Err(JoinError::Refused(reason)) => return Err(reason),
             }
         }
+    }
+
+    /// [`join`](Self::join), boxed by a function of its own: the future is
+    /// large, and built inline it would grow the stack frame (and so the
+    /// resident memory) of every session, cluster node or not.
+    #[inline(never)]
+    pub fn join_boxed<'a>(
+        &'a self,
+        relay: &'a Relay,
+        room: &'a str,
+        name: &'a str,
+        seat: Seat,
+        outbox: Arc<Outbox>,
+    ) -> Pin<Box<dyn Future<Output = Result<Membership, RefuseReason>> + Send + 'a>> {
+        Box::pin(self.join(relay, room, name, seat, outbox))
+    }
+
+    /// [`rooms`](Self::rooms), boxed for the same reason as
+    /// [`join_boxed`](Self::join_boxed).
+    #[inline(never)]
+    pub fn rooms_boxed<'a>(
+        &'a self,
+        relay: &'a Relay,
+    ) -> Pin<Box<dyn Future<Output = Vec<RoomInfo>> + Send + 'a>> {
+        Box::pin(self.rooms(relay))
     }
 
     /// Claims `name` in `room` for this node, or says why not.
