@@ -14,15 +14,17 @@
 //! Every wait is bounded by a deadline and ends on an event (a line, a
 //! frame, an event); the only sleeps are the pauses of retry loops ("the
 //! name is free again once the death is detected") and of paced senders,
-//! and one observation window (after NATS came back, a second in which no
-//! further presence change may come). The clusters run one at a time.
+//! and observation windows (once a cluster has settled after NATS came
+//! back, a node was cut off or one stopped: a second in which no further
+//! presence change may come). The clusters run one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -150,9 +152,7 @@ impl Nats {
             match proc.stderr.recv_timeout(PATIENCE) {
                 Ok(line) if line.contains("Server is ready") => return Launch::Ready(proc),
                 Ok(_) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Launch::Exited(proc.log())
-                }
+                Err(RecvTimeoutError::Disconnected) => return Launch::Exited(proc.log()),
                 Err(e) => panic!("nats-server not ready ({e:?})\n{}", proc.log()),
             }
         }
@@ -201,6 +201,128 @@ impl Nats {
         self.proc
             .as_ref()
             .map_or_else(|| "(nats-server stopped)".into(), Proc::log)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A cuttable link to NATS
+
+/// A TCP forwarder on loopback between one node and NATS: a thread accepts,
+/// and two threads per connection copy bytes each way. [`cut`](Self::cut)
+/// closes both sides of every connection and closes each new one at once
+/// (the node's reconnects fail) until [`restore`](Self::restore): the node
+/// is cut off from NATS, while NATS and the other nodes are not.
+struct Proxy {
+    port: u16,
+    state: Arc<Mutex<ProxyState>>,
+    accepter: Option<thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    stopped: bool,
+    /// Both sockets of every connection forwarded, to close on a cut.
+    open: Vec<TcpStream>,
+}
+
+impl ProxyState {
+    fn close_all(&mut self) {
+        for s in self.open.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Proxy {
+    /// Forwards a port of its own to the NATS server on `upstream`.
+    fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let accepter = thread::spawn({
+            let state = state.clone();
+            move || {
+                for client in listener.incoming() {
+                    let Ok(client) = client else { continue };
+                    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+                    if lock().stopped {
+                        return;
+                    }
+                    if lock().cut {
+                        continue; // Dropped: closed at once.
+                    }
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let mut st = lock();
+                    // Checked again with the connection registered under
+                    // the same lock: a cut meanwhile closes it too.
+                    if st.cut || st.stopped {
+                        continue;
+                    }
+                    let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) else {
+                        continue;
+                    };
+                    st.open.extend([c, s]);
+                    drop(st);
+                    for (from, to) in [(&client, &server), (&server, &client)] {
+                        let _ = from.set_nodelay(true);
+                        let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                            continue;
+                        };
+                        thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            // One way ended: the whole connection ends.
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Self {
+            port,
+            state,
+            accepter: Some(accepter),
+        }
+    }
+
+    /// The URL a node behind it connects to.
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes both sides of every connection, and each new one, until
+    /// [`restore`](Self::restore).
+    fn cut(&self) {
+        let mut st = self.lock();
+        st.cut = true;
+        st.close_all();
+    }
+
+    /// Forwards new connections again.
+    fn restore(&self) {
+        self.lock().cut = false;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        {
+            let mut st = self.lock();
+            st.stopped = true;
+            st.close_all();
+        }
+        // Wakes the accepting thread, which sees `stopped` and returns.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accepter) = self.accepter.take() {
+            let _ = accepter.join();
+        }
     }
 }
 
@@ -340,6 +462,56 @@ impl Cluster {
     fn restart_nats(&mut self) {
         self.stop_nats();
         self.start_nats_again();
+    }
+
+    /// Starts one more node, joined through `nats_url` (NATS itself, or a
+    /// [`Proxy`] to it), and waits until it is ready; its index.
+    fn add_node(&mut self, nats_url: &str) -> usize {
+        let node = Node::ready(spawn_node(nats_url, &[]), nats_url);
+        assert!(
+            self.nodes.iter().flatten().all(|n| n.id != node.id),
+            "node ids are unique: {}",
+            node.id
+        );
+        self.nodes.push(Some(node));
+        self.nodes.len() - 1
+    }
+
+    /// SIGTERMs node `i`, as an operator's `kill` or systemd's stop does (a
+    /// clean shutdown); returns the instant it was sent. The node stays in
+    /// the list, for its log.
+    fn terminate_node(&self, i: usize) -> Instant {
+        let pid = self.node(i).proc.child.id().to_string();
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid}");
+        sent
+    }
+
+    /// Waits until node `i`'s process has exited (its output closes), for
+    /// at most `within`; its exit status.
+    fn await_node_exit(&mut self, i: usize, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        let node = self.nodes[i]
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {i} was killed"));
+        for rx in [&node.proc.stdout, &node.proc.stderr] {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(_) => {} // Kept in its log.
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => panic!(
+                        "node {i} still running {within:?} later\n{}",
+                        node.proc.log()
+                    ),
+                }
+            }
+        }
+        node.proc.child.wait().expect("wait for the node")
     }
 }
 
@@ -722,6 +894,30 @@ impl Observer {
 
 fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// `relais rooms` against each node until every one lists `expected`
+/// (a remote join reaches a node within milliseconds; bounded).
+fn rooms_everywhere(cluster: &Cluster, expected: &[&str]) {
+    for i in 0..cluster.nodes.len() {
+        let addr = cluster.node_addr(i);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let mut rooms = Proc::relais(&["rooms", "--server", &addr], "warn");
+            let mut lines = rooms.rest("stdout");
+            let status = rooms.wait_exit();
+            assert!(status.success(), "relais rooms: {}", rooms.log());
+            lines.sort();
+            if lines == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relais rooms on node {i}: {lines:?}, not {expected:?}"
+            );
+            thread::sleep(RETRY);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1435,34 +1631,383 @@ fn rooms_are_cluster_wide() {
     let y_c = join(&cluster.node_addr(2), "y", "yc");
     await_members(&x_a, &["xa", "xb"], Duration::from_secs(5));
     await_members(&x_b, &["xa", "xb"], Duration::from_secs(5));
-
-    /// `relais rooms` against each node until every one lists `expected`
-    /// (a remote join reaches a node within milliseconds; bounded).
-    fn rooms_everywhere(cluster: &Cluster, expected: &[&str]) {
-        for i in 0..cluster.nodes.len() {
-            let addr = cluster.node_addr(i);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            loop {
-                let mut rooms = Proc::relais(&["rooms", "--server", &addr], "warn");
-                let mut lines = rooms.rest("stdout");
-                let status = rooms.wait_exit();
-                assert!(status.success(), "relais rooms: {}", rooms.log());
-                lines.sort();
-                if lines == expected {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "relais rooms on node {i}: {lines:?}, not {expected:?}"
-                );
-                thread::sleep(RETRY);
-            }
-        }
-    }
     rooms_everywhere(&cluster, &["x\t2", "y\t1"]);
 
     y_c.close();
     x_b.close();
     rooms_everywhere(&cluster, &["x\t1"]);
     drop(x_a);
+}
+
+/// How a raw member's connection ended, read (presence and messages passed
+/// over, pings answered) until `deadline` at most: the reason of its
+/// `GOODBYE`, or `None` if it closed without one.
+fn await_goodbye(raw: &mut Raw, deadline: Instant) -> Option<CloseReason> {
+    loop {
+        match raw.next(deadline) {
+            Next::Frame(ServerFrame::Goodbye(reason, _)) => return Some(reason),
+            Next::Frame(ServerFrame::Ping) => raw.send(ClientFrame::Pong),
+            Next::Frame(_) => {}
+            Next::Closed => return None,
+            Next::Timeout => panic!("{}: still connected", raw.name),
+        }
+    }
+}
+
+/// Node A (behind a [`Proxy`]) and node B (on NATS directly); in room
+/// "cut": watchers `wa` on A and `wb` on B, and `x` on A. A is cut off from
+/// NATS past the 2 s that declare a node gone, and meanwhile a new `x`
+/// joins on B (B took over A's claim). The proxy is still cut.
+struct CutOff {
+    cluster: Cluster,
+    proxy: Proxy,
+    wa: Observer,
+    wb: Observer,
+    /// A's `x`, whose name B's `new_x` now holds.
+    old_x: Raw,
+    new_x: Observer,
+}
+
+/// The room with everyone, as each of its members should see it.
+const CUT_ROOM: &[&str] = &["wa", "wb", "x"];
+
+impl CutOff {
+    fn start() -> Self {
+        let mut cluster = Cluster::start(0);
+        let proxy = Proxy::start(cluster.nats.port);
+        let node_a = cluster.add_node(&proxy.url());
+        let node_b = cluster.add_node(&cluster.nats.url());
+        let (a, b) = (cluster.node_addr(node_a), cluster.node_addr(node_b));
+        let mut wa = Observer::join(&a, "cut", "wa");
+        let mut wb = Observer::join(&b, "cut", "wb");
+        let (old_x, _) = Raw::join(&a, "cut", "x", false);
+        let all = names(CUT_ROOM);
+        wa.await_present(&all, Duration::from_secs(5));
+        wb.await_present(&all, Duration::from_secs(5));
+
+        proxy.cut();
+        let cut = Instant::now();
+        // B declares A gone: its members leave, "connection lost", within
+        // 3 s.
+        wb.await_present(
+            &names(&["wb"]),
+            DEATH_REPORTED_WITHIN + Duration::from_secs(2),
+        );
+        let reported = cut.elapsed();
+        assert!(
+            reported < DEATH_REPORTED_WITHIN,
+            "wb saw A's members leave {reported:?} after the cut"
+        );
+        for name in ["x", "wa"] {
+            let left = format!("-{name} ({})", CloseReason::ConnectionLost);
+            assert!(wb.history.contains(&left), "wb: {:?}", wb.history);
+        }
+        // And A, cut off, declares B gone.
+        wa.await_present(
+            &names(&["wa", "x"]),
+            DEATH_REPORTED_WITHIN + Duration::from_secs(2),
+        );
+        // A new x, on B: A's claim is B's to take over now.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let new_x = loop {
+            match Raw::try_join(&b, "cut", "x", false, None) {
+                Ok((raw, welcome)) => break Observer::new(raw, welcome),
+                Err((RefuseReason::NameTaken, _)) if Instant::now() < deadline => {
+                    thread::sleep(RETRY)
+                }
+                Err(other) => panic!("a new x on B, {:?} after the cut: {other:?}", cut.elapsed()),
+            }
+        };
+        wb.await_present(&names(&["wb", "x"]), Duration::from_secs(2));
+        eprintln!(
+            "B saw A gone {reported:?} after the cut; new x joined on B {:?} after it",
+            cut.elapsed()
+        );
+        Self {
+            cluster,
+            proxy,
+            wa,
+            wb,
+            old_x,
+            new_x,
+        }
+    }
+
+    /// Once the views have converged: `wa` gets B's x's messages, `relais
+    /// rooms` counts the room once on both nodes, and a further second of
+    /// frames changes nobody's view.
+    fn settled(&mut self) {
+        let all = names(CUT_ROOM);
+        self.new_x.raw.data("x on B");
+        assert!(
+            self.wa
+                .await_message("x", "x on B", Instant::now() + Duration::from_secs(5)),
+            "wa never got B's x's message; history {:?}",
+            self.wa.history
+        );
+        rooms_everywhere(&self.cluster, &["cut\t3"]);
+        let quiet = Instant::now() + Duration::from_secs(1);
+        for o in [&mut self.wa, &mut self.wb, &mut self.new_x] {
+            let seen = o.history.len();
+            while o.message(quiet).is_some() {}
+            assert_eq!(o.present, all, "{}: history {:?}", o.name(), o.history);
+            assert_eq!(
+                o.history.len(),
+                seen,
+                "{}: presence changed once settled: {:?}",
+                o.name(),
+                o.history
+            );
+            eprintln!("{}: {:?}", o.name(), o.history);
+        }
+    }
+}
+
+/// Node A is cut off from NATS (a proxy between them closes every
+/// connection) for longer than the 2 s that declare it gone; meanwhile its
+/// member `x`'s name is taken by a new `x` on node B. When A is back, A
+/// removes its own `x` (LEFT and GOODBYE "connection lost"), so that the
+/// name is one player again: every watcher's view has one `x`, B's (its
+/// messages reach A's watcher), each name's JOINED and LEFT alternate,
+/// nothing changes once settled, and `relais rooms` counts the room once
+/// on both nodes.
+#[test]
+fn a_cut_off_node_gives_up_a_name_taken_elsewhere() {
+    let mut t = CutOff::start();
+    t.proxy.restore();
+    let restored = Instant::now();
+    // A's old x is removed by A, as soon as A has NATS back.
+    let goodbye = await_goodbye(&mut t.old_x, restored + RECOVERY);
+    let removed = restored.elapsed();
+    assert!(
+        goodbye.is_none_or(|r| r == CloseReason::ConnectionLost),
+        "A's old x: GOODBYE {goodbye:?}"
+    );
+    // Every view converges on one x, with no duplicate JOINED or LEFT on
+    // the way (each observer fails on one as it reads).
+    let all = names(CUT_ROOM);
+    for o in [&mut t.wa, &mut t.wb, &mut t.new_x] {
+        o.await_present(&all, RECOVERY);
+    }
+    let converged = restored.elapsed();
+    let evicted = format!("-x ({})", CloseReason::ConnectionLost);
+    assert!(t.wa.history.contains(&evicted), "wa: {:?}", t.wa.history);
+    t.settled();
+    eprintln!(
+        "after the restore: A's old x gone ({goodbye:?}) in {removed:?}, views one in {converged:?}"
+    );
+}
+
+/// As [`a_cut_off_node_gives_up_a_name_taken_elsewhere`], with both x's
+/// talking while A gets NATS back (a message every few milliseconds): B's
+/// members never get a message of A's old x (the name is B's x's), and no
+/// one's view ever holds two x's (no JOINED x while x is present) or loses
+/// B's x.
+#[test]
+fn a_cut_off_node_gives_up_a_name_taken_elsewhere_while_both_talk() {
+    let mut t = CutOff::start();
+    let all = names(CUT_ROOM);
+    t.proxy.restore();
+    let restored = Instant::now();
+    let mut old_x_gone = None;
+    let mut k = 0u32;
+    while old_x_gone.is_none() || [&t.wa, &t.wb, &t.new_x].iter().any(|o| o.present != all) {
+        assert!(
+            restored.elapsed() < RECOVERY,
+            "not settled {RECOVERY:?} after the restore: old x gone {old_x_gone:?}; \
+             wa {:?}, wb {:?}, x {:?}",
+            t.wa.history,
+            t.wb.history,
+            t.new_x.history
+        );
+        k += 1;
+        t.new_x.raw.data(format!("new {k}"));
+        if old_x_gone.is_none() {
+            // Not `Raw::data`: A may be closing this connection.
+            let _ = t
+                .old_x
+                .stream
+                .write_all(&ClientFrame::Data(format!("old {k}").into()).to_bytes());
+            let soon = Instant::now() + Duration::from_millis(5);
+            loop {
+                match t.old_x.next(soon) {
+                    Next::Frame(ServerFrame::Goodbye(reason, _)) => {
+                        old_x_gone = Some(Some(reason));
+                        break;
+                    }
+                    Next::Closed => {
+                        old_x_gone = Some(None);
+                        break;
+                    }
+                    Next::Frame(ServerFrame::Ping) => t.old_x.send(ClientFrame::Pong),
+                    Next::Frame(_) => {}
+                    Next::Timeout => break,
+                }
+            }
+        }
+        // Each observer reads what came meanwhile; B's must never relay
+        // A's old x.
+        for o in [&mut t.wa, &mut t.wb, &mut t.new_x] {
+            let soon = Instant::now() + Duration::from_millis(5);
+            while let Some((from, payload)) = o.message(soon) {
+                assert!(
+                    o.name() == "wa" || !(from == "x" && payload.starts_with(b"old ")),
+                    "{} on B got A's old x's {payload:?}, {:?} after the restore; history {:?}",
+                    o.name(),
+                    restored.elapsed(),
+                    o.history
+                );
+            }
+        }
+    }
+    let gone = old_x_gone.unwrap();
+    assert!(
+        gone.is_none_or(|r| r == CloseReason::ConnectionLost),
+        "A's old x: GOODBYE {gone:?}"
+    );
+    eprintln!(
+        "{k} messages of each x; settled {:?} after the restore",
+        restored.elapsed()
+    );
+    t.settled();
+}
+
+/// Three nodes, members on each; node C is stopped cleanly (SIGTERM): its
+/// members get GOODBYE "server shutting down", A's and B's members see
+/// them LEFT with that reason (not "connection lost"), and nothing else:
+/// no one of A or B leaves or joins again, messages still cross between A
+/// and B. C exits 0 within a few seconds, and its members' names are free
+/// on A right after.
+#[test]
+fn a_node_shut_down_cleanly_moves_nobody_else() {
+    /// A clean stop: the clients' goodbyes, the LEFTs flushed to NATS,
+    /// half a second for the others to hear the leaving heartbeat.
+    const STOPS_WITHIN: Duration = Duration::from_secs(5);
+    let mut cluster = Cluster::start(3);
+    let (a, b, c) = (
+        cluster.node_addr(0),
+        cluster.node_addr(1),
+        cluster.node_addr(2),
+    );
+    let mut stayers = [
+        Observer::join(&a, "calm", "a0"),
+        Observer::join(&a, "calm", "a1"),
+        Observer::join(&b, "calm", "b0"),
+    ];
+    let leavers = [
+        Raw::join(&c, "calm", "c0", false).0,
+        Raw::join(&c, "calm", "c1", false).0,
+    ];
+    let all = names(&["a0", "a1", "b0", "c0", "c1"]);
+    for o in &mut stayers {
+        o.await_present(&all, Duration::from_secs(5));
+    }
+    let before: Vec<usize> = stayers.iter().map(|o| o.history.len()).collect();
+
+    let sent = cluster.terminate_node(2);
+    for mut raw in leavers {
+        let goodbye = await_goodbye(&mut raw, sent + STOPS_WITHIN);
+        assert_eq!(goodbye, Some(CloseReason::ServerShutdown), "{}", raw.name);
+        // Closed, as a client does after a GOODBYE.
+    }
+    let rest = names(&["a0", "a1", "b0"]);
+    for o in &mut stayers {
+        o.await_present(&rest, STOPS_WITHIN);
+    }
+    let lefts = sent.elapsed();
+    let status = cluster.await_node_exit(2, STOPS_WITHIN);
+    let exited = sent.elapsed();
+    assert_eq!(status.code(), Some(0), "node C's exit: {status}");
+
+    // C's names are free on A at once (bounded retry: its claims are
+    // deleted as its members leave, or taken over once C is gone).
+    let free = Instant::now();
+    let c0 = claim_within(&a, "calm", "c0", Duration::from_secs(2));
+    let c1 = claim_within(&a, "calm", "c1", Duration::from_secs(2));
+    let claimed = free.elapsed();
+    assert_taken(&b, "calm", "c0");
+    assert_taken(&b, "calm", "c1");
+
+    // Past C's leaving heartbeat and the half second after it that
+    // declares C gone: the stayers saw C's members leave, "server shutting
+    // down", and the new c0 and c1 join, and nothing else.
+    let now = names(&["a0", "a1", "b0", "c0", "c1"]);
+    let quiet = Instant::now() + Duration::from_secs(1);
+    for (o, seen) in stayers.iter_mut().zip(&before) {
+        o.await_present(&now, Duration::from_secs(2));
+        while o.message(quiet).is_some() {}
+        let mut since: Vec<&str> = o.history[*seen..].iter().map(String::as_str).collect();
+        since.sort();
+        let shutdown = CloseReason::ServerShutdown;
+        assert_eq!(
+            since,
+            [
+                "+c0".to_owned(),
+                "+c1".to_owned(),
+                format!("-c0 ({shutdown})"),
+                format!("-c1 ({shutdown})")
+            ],
+            "{}: history {:?}",
+            o.name(),
+            o.history
+        );
+        assert_eq!(o.present, now, "{}", o.name());
+    }
+    // Messages still cross between A and B.
+    let [a0, _, b0] = &mut stayers;
+    a0.raw.data("a0 after");
+    b0.raw.data("b0 after");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(b0.await_message("a0", "a0 after", deadline));
+    assert!(a0.await_message("b0", "b0 after", deadline));
+    eprintln!(
+        "after SIGTERM: LEFTs seen by all in {lefts:?}, C exited in {exited:?}; \
+         C's names claimed on A in {claimed:?} after that"
+    );
+    drop((c0, c1));
+}
+
+/// A node whose NATS is gone still stops promptly on SIGTERM: its member
+/// gets GOODBYE "server shutting down" and the process exits 0 within
+/// 10 s (the cluster's leave gives up on NATS after 2 s per step).
+#[test]
+fn a_node_shuts_down_promptly_even_while_nats_is_away() {
+    const STOPS_WITHIN: Duration = Duration::from_secs(10);
+    let mut cluster = Cluster::start(1);
+    let addr = cluster.node_addr(0);
+    let (mut member, _) = Raw::join(&addr, "alone", "m", false);
+
+    cluster.stop_nats();
+    // Once the node knows NATS is gone, it refuses joins (code 15).
+    let outage = Instant::now();
+    loop {
+        match Raw::try_join(&addr, "alone", "probe", false, None) {
+            Err((reason, _)) if reason.code() == 15 => break,
+            Ok((probe, _)) if outage.elapsed() < DEATH_REPORTED_WITHIN => {
+                probe.leave();
+                thread::sleep(RETRY);
+            }
+            other => panic!(
+                "a join {:?} into the outage: {:?}",
+                outage.elapsed(),
+                other.map(|(_, w)| w)
+            ),
+        }
+    }
+    let noticed = outage.elapsed();
+
+    let sent = cluster.terminate_node(0);
+    let goodbye = await_goodbye(&mut member, sent + STOPS_WITHIN);
+    assert_eq!(goodbye, Some(CloseReason::ServerShutdown));
+    let said_goodbye = sent.elapsed();
+    // It closes, as a client does after a GOODBYE (the server need not
+    // linger for it).
+    drop(member);
+    let status = cluster.await_node_exit(0, STOPS_WITHIN);
+    let exited = sent.elapsed();
+    assert_eq!(status.code(), Some(0), "the node's exit: {status}");
+    eprintln!(
+        "NATS gone noticed in {noticed:?}; after SIGTERM: GOODBYE in {said_goodbye:?}, \
+         exit in {exited:?}"
+    );
 }
