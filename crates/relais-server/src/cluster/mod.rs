@@ -642,7 +642,10 @@ impl Cluster {
             let Ok((target, requester, room)) = wire::decode_sync_request(request.payload) else {
                 continue;
             };
-            if (target != 0 && target != self.node()) || requester == self.node() {
+            // Not while reconnecting: this node's rooms may still hold
+            // members whose names were claimed elsewhere meanwhile (see
+            // `reclaim`); the asker asks again when the answer is overdue.
+            if (target != 0 && target != self.node()) || requester == self.node() || !self.is_up() {
                 continue;
             }
             let snapshot = ctx.relay.local_snapshot(&room, self.node());
@@ -834,8 +837,14 @@ async fn follow_room(
         };
         let Some(event) = event else { break };
         match wire::decode_event(event.payload) {
-            Ok((stamp, _)) if ctx.cluster().is_some_and(|c| c.is_gone(stamp.node)) => {
-                // Declared gone: heard again, it is resynchronised.
+            Ok((stamp, _))
+                if ctx
+                    .cluster()
+                    .is_some_and(|c| !c.is_up() || c.is_gone(stamp.node)) =>
+            {
+                // Reconnecting (every room is resynchronised once this
+                // node is up again), or from a node declared gone (it is
+                // resynchronised when heard again).
             }
             Ok((stamp, event)) if stamp.node != link.node => {
                 if ctx.relay.remote_event(&room, stamp, event) {
