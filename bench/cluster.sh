@@ -380,8 +380,12 @@ log "measuring took $(( MEASURED / 60 )) min $(( MEASURED % 60 )) s" \
     echo "pinning:    $PINNING; nice ${BENCH_NICE:--10} when root"
     echo "relais:     $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'), release build, per-address limits lifted"
     echo "nats:       $(nats-server --version 2>&1 | head -1), -js, store in a fresh temporary directory per run"
-    echo "runs:       D = ${DURATION} s measured (+1 s warm-up, 500 ms drain), R = $RATE Hz, P = $PAYLOAD B; $ROUNDS rounds"
-    echo "set aside:  $(cat "$RESULTS/cluster-disturbed.txt" 2>/dev/null | wc -l) disturbed runs, made again (bench/results/cluster-disturbed.txt)"
+    echo "runs:       $n_runs, D = ${DURATION} s measured (+1 s warm-up, 500 ms drain), R = $RATE Hz, P = $PAYLOAD B; $ROUNDS rounds; measuring took $(( MEASURED / 60 )) min $(( MEASURED % 60 )) s"
+    if [ -s "$RESULTS/cluster-disturbed.txt" ]; then
+        echo "set aside:  $(wc -l <"$RESULTS/cluster-disturbed.txt") runs disturbed by other processes, made again (bench/results/cluster-disturbed.txt)"
+    else
+        echo "set aside:  none (no run disturbed by other processes)"
+    fi
     echo "command:    $(env | grep -E '^CLUSTER_(DURATION|ROUNDS|SIZES|MEASURES)=' | sort | tr '\n' ' ')bench/cluster.sh"
 } >"$RESULTS/cluster-meta.txt"
 
