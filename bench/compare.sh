@@ -32,6 +32,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/servers.sh
+. "$ROOT/bench/servers.sh"
 
 DURATION=${BENCH_DURATION:-5}
 SIZES=${BENCH_SIZES:-"10 50 100 200 400"}
@@ -50,15 +52,7 @@ RESULTS=bench/results
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/relais-bench.XXXXXX")
 
 STARTED=()   # PIDs of the servers this script started
-cleanup() {
-    for pid in "${STARTED[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-}
-trap cleanup EXIT
+trap stop_started EXIT   # bench/servers.sh
 trap 'exit 130' INT TERM
 
 log() { printf '[compare] %s\n' "$*" >&2; }
@@ -70,14 +64,7 @@ command -v nats-server >/dev/null || missing+=(nats-server)
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -f "$FONT" ] || missing+=(fonts-dejavu-core)
 command -v taskset >/dev/null || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq </dev/null
-    $SUDO apt-get install -y -qq "${missing[@]}" </dev/null
-fi
+install_packages "${missing[@]}"
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     log "building release binaries"
@@ -88,37 +75,10 @@ BENCH=target/release/relais-bench
 REPORT=target/release/relais-bench-report
 
 # Pin the server and the generator to different cores when there are two.
-if [ "$(nproc)" -ge 2 ]; then
-    SERVER_PIN=(taskset -c 0)
-    GEN_PIN=(taskset -c 1)
-else
-    log "one core only: no pinning"
-    SERVER_PIN=()
-    GEN_PIN=()
-fi
-PRIO=()
-if [ "$(id -u)" -eq 0 ]; then
-    PRIO=(nice -n "${BENCH_NICE:--10}")
-fi
-ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+pin_servers_and_generator
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$(( 20000 + RANDOM % 40000 ))
-        if ! port_open "$p"; then
-            echo "$p"
-            return
-        fi
-    done
-    log "no free port found"
-    return 1
-}
-
-# shellcheck source=bench/servers.sh
-. "$ROOT/bench/servers.sh"
 SERVER_PREFIX=("${PRIO[@]}" "${SERVER_PIN[@]}")
 SERVER_PORT=""
 
@@ -128,8 +88,8 @@ run_one() {
     shift 5
     local out="$RESULTS/$label-$system-n$n-r$rate.json"
     local ws_port
-    SERVER_PORT=$(free_port)
-    ws_port=$(free_port)
+    pick_port SERVER_PORT
+    pick_port ws_port
     start_server "$system" 127.0.0.1 "$SERVER_PORT" "$ws_port"
     log "$label: $system N=$n R=$rate D=${duration}s"
     if "${PRIO[@]}" "${GEN_PIN[@]}" "$BENCH" --system "$system" --addr "127.0.0.1:$SERVER_PORT" \

@@ -28,6 +28,25 @@ pub fn own_ticks() -> Option<u64> {
     process_ticks(std::process::id())
 }
 
+/// User + system CPU time of the whole machine so far (every process, all
+/// cores), in clock ticks: user + nice + system of the `cpu` line of
+/// `/proc/stat` (interrupts, idle, I/O wait and steal left out). `None`
+/// where there is no `/proc/stat`.
+pub fn machine_ticks() -> Option<u64> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// user + nice + system from the text of `/proc/stat`.
+fn parse_machine_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let mut fields = line.split_whitespace().skip(1);
+    let mut sum = 0;
+    for _ in 0..3 {
+        sum += fields.next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
 /// utime + stime from the text of a `/proc/PID/stat` file. The command name
 /// (field 2) is in parentheses and may hold spaces, so fields are counted
 /// from the last `)`: utime and stime are fields 14 and 15.
@@ -52,8 +71,17 @@ mod tests {
     }
 
     #[test]
+    fn sums_user_nice_and_system_of_all_cores() {
+        let stat = "cpu  100 5 20 9000 7 3 2 1 0 0\ncpu0 50 5 10 4500 3 1 1 0 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some(125));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4\n"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2\n"), None);
+    }
+
+    #[test]
     fn reads_own_process() {
         assert!(own_ticks().is_some());
         assert!(clock_ticks_per_second() > 0);
+        assert!(machine_ticks().is_some());
     }
 }

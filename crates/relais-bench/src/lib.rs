@@ -28,10 +28,19 @@
 //! `--start-at` so they follow one schedule. The reader reports the state
 //! age of the updates it reads ([`ReaderReport`]).
 //!
+//! # Cluster: several addresses
+//!
+//! `--servers A,B` spreads the clients over the nodes of a relais cluster
+//! (client `i` on address `i mod k`, [`nodes`]); the report then splits
+//! latency and deliveries into same-node and cross-node pairs, sums the
+//! nodes' CPU (`--server-pid A_PID,B_PID`) and reports the NATS server's
+//! (`--nats-pid`) apart ([`ClusterReport`]). `bench/cluster.sh` runs it.
+//!
 //! # Layout
 //!
 //! - [`workload`]: what to run ([`Workload`], [`Stall`], [`System`], [`Role`]).
 //! - [`payload`]: the payload's byte layout.
+//! - [`nodes`]: which client connects to which of several addresses.
 //! - [`adapters`]: one adapter per system, all behind the same
 //!   [`adapters::Adapter`] trait, each speaking its system's wire protocol
 //!   over tokio TCP (relais with `relais-protocol`).
@@ -40,16 +49,19 @@
 //! - [`report`]: the result of a run ([`Report`]), its table and JSON forms.
 //! - [`cpu`]: CPU time of a process from `/proc/PID/stat`.
 //! - [`render`]: `BENCHMARKS.md` and the plot from a directory of JSON reports
-//!   (used by the `relais-bench-report` binary).
+//!   (used by the `relais-bench-report` binary); [`render_cluster`] its
+//!   "Cluster" section.
 
 pub mod adapters;
 pub mod cpu;
+pub mod nodes;
 pub mod payload;
 pub mod render;
+pub mod render_cluster;
 pub mod report;
 pub mod runner;
 pub mod workload;
 
-pub use report::{Latency, ReaderReport, Report, StallReport};
-pub use runner::run;
+pub use report::{ClusterReport, Latency, PairReport, ReaderReport, Report, StallReport};
+pub use runner::{run, run_on};
 pub use workload::{Role, Stall, System, Workload};

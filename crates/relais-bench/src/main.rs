@@ -6,6 +6,14 @@
 //!              --payload 64 --duration 10 --server-pid 1234 --json
 //! ```
 //!
+//! A cluster run spreads the clients over the nodes, round-robin, and sums
+//! the nodes' CPU (the NATS server's is reported apart):
+//!
+//! ```text
+//! relais-bench --servers 127.0.0.1:7777,127.0.0.1:7787 -n 100 -d 5 \
+//!              --server-pid 1234,1235 --nats-pid 1233 --json
+//! ```
+//!
 //! A slow-link run is two processes given the same start time: the senders
 //! (a normal run) and, on the far side of the throttled link, one reader:
 //!
@@ -20,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use relais_bench::{Role, Stall, System, Workload};
+use relais_bench::{nodes, Role, Stall, System, Workload};
 
 /// Simulates N clients in one room of a relay (relais, NATS or Redis
 /// pub/sub), each sending a P-byte payload at R Hz for D seconds and reading
@@ -36,6 +44,11 @@ struct Args {
     /// The server's address (host:port).
     #[arg(long, default_value = "127.0.0.1:7777")]
     addr: String,
+    /// Several servers (the nodes of a cluster), comma-separated host:port:
+    /// client i connects to the (i mod k)-th, and the report splits latency
+    /// into same-node and cross-node pairs. Replaces --addr.
+    #[arg(long)]
+    servers: Option<String>,
     /// Number of clients (N).
     #[arg(long, short = 'n', default_value_t = 10)]
     clients: usize,
@@ -57,9 +70,18 @@ struct Args {
     /// Room (relais) or subject/channel (NATS, Redis).
     #[arg(long, default_value = "bench")]
     room: String,
-    /// The server's process id, to report its CPU time (/proc/PID/stat).
+    /// The server's process id, to report its CPU time (/proc/PID/stat);
+    /// several (comma-separated or repeated) for a cluster's nodes: their
+    /// CPU is summed, and each reported.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The NATS server's process id in a cluster run: its CPU is reported
+    /// apart from the nodes'.
     #[arg(long)]
-    server_pid: Option<u32>,
+    nats_pid: Option<u32>,
+    /// A round number copied into the report (to pair runs of one round).
+    #[arg(long)]
+    round: Option<u32>,
     /// Slow consumer: this client stops reading for --stall-secs.
     #[arg(long)]
     stall_client: Option<usize>,
@@ -120,7 +142,9 @@ async fn main() -> anyhow::Result<()> {
                 })
             })
             .transpose()?,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid,
+        nats_pid: args.nats_pid,
+        round: args.round,
         label: args.label,
         role: args.role,
         start_at_unix_ns: args
@@ -130,7 +154,13 @@ async fn main() -> anyhow::Result<()> {
         window: args.window.map(|s| secs(s, "--window")).transpose()?,
         link_kbit: args.link_kbit,
     };
-    let report = relais_bench::run(args.system, &args.addr, &workload).await?;
+    let servers = match &args.servers {
+        Some(list) => {
+            nodes::parse_servers(list).map_err(|e| anyhow::anyhow!("invalid --servers: {e}"))?
+        }
+        None => vec![args.addr.clone()],
+    };
+    let report = relais_bench::run_on(args.system, &servers, &workload).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -93,6 +93,44 @@ pub struct ReaderReport {
     pub payload_bytes_per_s: f64,
 }
 
+/// Deliveries between one kind of (sender, recipient) pair of a cluster
+/// run: both on the same node, or on two nodes (across NATS).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PairReport {
+    /// Deliveries expected between such pairs: pairs × R × D.
+    pub expected: u64,
+    /// Of them, received (measured window).
+    pub received: u64,
+    /// Latency of those deliveries (clients that did not stall), with the
+    /// coordinated-omission correction (expected interval 1/R).
+    pub latency_ms: Latency,
+    /// The same without the correction.
+    pub latency_raw_ms: Latency,
+}
+
+/// The cluster part of a report: a run whose clients were spread over
+/// several server addresses (`--servers`), or given the NATS server's
+/// process (`--nats-pid`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterReport {
+    /// The addresses, in order: client `i` connected to `servers[i mod k]`.
+    pub servers: Vec<String>,
+    /// Clients on each address.
+    pub clients_per_server: Vec<usize>,
+    /// CPU seconds of each server process given, in order (their sum is
+    /// the report's `server_cpu_s`); empty if one could not be read.
+    pub server_cpu_each_s: Vec<f64>,
+    /// CPU seconds of the NATS server over the same span.
+    pub nats_cpu_s: Option<f64>,
+    /// nats_cpu_s per million deliveries received.
+    pub nats_cpu_s_per_million: Option<f64>,
+    /// Sender and recipient connected to the same address (the echo, a
+    /// client's own messages, included).
+    pub same_node: PairReport,
+    /// Sender and recipient on different addresses: through NATS.
+    pub cross_node: PairReport,
+}
+
 /// Everything measured in one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -148,6 +186,12 @@ pub struct Report {
     /// The generator's own CPU seconds over the same span: near the wall
     /// time means the generator, not the server, was the bottleneck.
     pub generator_cpu_s: Option<f64>,
+    /// CPU seconds every other process on the machine used over the same
+    /// span (`/proc/stat` user + nice + system, less the server's, NATS's
+    /// and the generator's): other work competing for the cores. Only with
+    /// `--server-pid`; absent from older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_cpu_s: Option<f64>,
     /// Wall-clock seconds over which CPU was measured.
     pub cpu_wall_s: f64,
     /// Clock ticks per second used to read `/proc/PID/stat`.
@@ -170,6 +214,13 @@ pub struct Report {
     /// expects, `expected` N × R × D, and the latencies are its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reader: Option<ReaderReport>,
+    /// The round of the run, as given by `--round` (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The cluster part, for a run over several addresses or with
+    /// `--nats-pid` (absent from other runs' JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
 }
 
 impl Report {
@@ -244,6 +295,9 @@ impl Report {
                 format!("{g:.2} s over {:.2} s wall", self.cpu_wall_s),
             );
         }
+        if let Some(o) = self.other_cpu_s {
+            row("other processes' CPU", format!("{o:.2} s"));
+        }
         if self.reordered > 0 {
             row("reordered/duplicated", self.reordered.to_string());
         }
@@ -279,6 +333,54 @@ impl Report {
                 s.catch_up_ms
                     .map_or_else(|| "never".into(), |ms| format!("{ms:.1} ms")),
             );
+        }
+        if let Some(c) = &self.cluster {
+            row(
+                "servers",
+                c.servers
+                    .iter()
+                    .zip(&c.clients_per_server)
+                    .map(|(s, n)| format!("{s} ({n} clients)"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            for (what, p) in [("same-node", &c.same_node), ("cross-node", &c.cross_node)] {
+                if p.expected > 0 {
+                    row(
+                        &format!("{what} pairs"),
+                        format!(
+                            "{} of {} ({:.2}%), ms p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                            p.received,
+                            p.expected,
+                            ratio(p.received, p.expected) * 100.0,
+                            p.latency_ms.p50,
+                            p.latency_ms.p99,
+                            p.latency_ms.p999,
+                            p.latency_ms.max
+                        ),
+                    );
+                }
+            }
+            if !c.server_cpu_each_s.is_empty() {
+                row(
+                    "server CPU each",
+                    c.server_cpu_each_s
+                        .iter()
+                        .map(|s| format!("{s:.2} s"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+            if let Some(s) = c.nats_cpu_s {
+                row(
+                    "NATS CPU",
+                    format!(
+                        "{s:.2} s = {} s per million deliveries",
+                        c.nats_cpu_s_per_million
+                            .map_or_else(|| "–".into(), |m| format!("{m:.3}"))
+                    ),
+                );
+            }
         }
         if let Some(r) = &self.reader {
             row(

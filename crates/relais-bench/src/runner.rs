@@ -41,6 +41,16 @@
 //! sample would give (the correction is applied per recorded value), done
 //! once after the run so the receive path stays cheap. The uncorrected
 //! percentiles are reported too.
+//!
+//! # Several servers
+//!
+//! [`run_on`] spreads the clients over several addresses, the nodes of a
+//! relais cluster: client `i` connects to address `i mod k`
+//! ([`crate::nodes`]). Each client keeps two histograms, one for senders on
+//! its own node and one for the others (the deliveries that crossed NATS),
+//! chosen by the sender index in the payload; the report's overall latency
+//! is their sum. Server CPU is summed over every `--server-pid`; the NATS
+//! server's (`--nats-pid`) is reported apart.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,8 +64,9 @@ use crate::adapters::{
     Adapter, NatsAdapter, Publisher, RedisAdapter, RelaisAdapter, Subscriber, MAX_BATCH,
 };
 use crate::cpu;
+use crate::nodes;
 use crate::payload::{self, Clock, Header};
-use crate::report::{Latency, ReaderReport, Report, StallReport};
+use crate::report::{ClusterReport, Latency, PairReport, ReaderReport, Report, StallReport};
 use crate::workload::{Role, System, Workload};
 
 /// Lowest latency the histograms resolve: 1 µs.
@@ -75,11 +86,35 @@ const RELAIS_READER_MAX: Duration = Duration::from_secs(27);
 
 /// Runs `workload` against the `system` server at `addr`.
 pub async fn run(system: System, addr: &str, workload: &Workload) -> anyhow::Result<Report> {
+    run_on(system, &[addr.to_owned()], workload).await
+}
+
+/// Runs `workload` against `system` servers at `servers` (the nodes of a
+/// cluster), client `i` on `servers[i mod k]`.
+pub async fn run_on(
+    system: System,
+    servers: &[String],
+    workload: &Workload,
+) -> anyhow::Result<Report> {
     workload.validate().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!servers.is_empty(), "no server address");
+    let s = servers;
     match system {
-        System::Relais => run_with(RelaisAdapter::new(addr), system, addr, workload).await,
-        System::Nats => run_with(NatsAdapter::new(addr), system, addr, workload).await,
-        System::Redis => run_with(RedisAdapter::new(addr)?, system, addr, workload).await,
+        System::Relais => {
+            let adapters = s.iter().map(RelaisAdapter::new).collect();
+            run_with(adapters, system, s, workload).await
+        }
+        System::Nats => {
+            let adapters = s.iter().map(NatsAdapter::new).collect();
+            run_with(adapters, system, s, workload).await
+        }
+        System::Redis => {
+            let adapters = s
+                .iter()
+                .map(|a| RedisAdapter::new(a))
+                .collect::<anyhow::Result<_>>()?;
+            run_with(adapters, system, s, workload).await
+        }
     }
 }
 
@@ -89,6 +124,8 @@ pub async fn run(system: System, addr: &str, workload: &Workload) -> anyhow::Res
 struct Plan {
     clock: Clock,
     clients: usize,
+    /// Server addresses the clients are spread over.
+    nodes: usize,
     payload_bytes: usize,
     period_ns: u64,
     /// When message 0 of client 0 is due.
@@ -126,11 +163,12 @@ impl Plan {
 }
 
 async fn run_with<A: Adapter>(
-    adapter: A,
+    adapters: Vec<A>,
     system: System,
-    addr: &str,
+    servers: &[String],
     w: &Workload,
 ) -> anyhow::Result<Report> {
+    let nodes = adapters.len();
     let clock = Clock::new();
     let n = w.clients;
     if w.role == Role::Reader && system == System::Relais {
@@ -148,15 +186,16 @@ async fn run_with<A: Adapter>(
         Role::All => 0..n,
         Role::Reader => n..n + 1,
     };
-    let adapter = Arc::new(adapter);
+    let adapters = Arc::new(adapters);
     let connected: Vec<anyhow::Result<(A::Pub, A::Sub)>> = stream::iter(indices)
         .map(|i| {
-            let (adapter, room) = (adapter.clone(), w.room.clone());
+            let (adapters, room) = (adapters.clone(), w.room.clone());
             async move {
-                adapter
+                let node = nodes::node_of(i, nodes);
+                adapters[node]
                     .connect(i, &room)
                     .await
-                    .with_context(|| format!("client {i}"))
+                    .with_context(|| format!("client {i} (server {node})"))
             }
         })
         .buffered(CONNECT_CONCURRENCY)
@@ -184,6 +223,7 @@ async fn run_with<A: Adapter>(
     let plan = Arc::new(Plan {
         clock,
         clients: n,
+        nodes,
         payload_bytes: w.payload_bytes,
         period_ns,
         start_ns,
@@ -206,16 +246,17 @@ async fn run_with<A: Adapter>(
         let window_start_ns = send_end_ns.saturating_sub(w.reader_window().as_nanos() as u64);
         let task = tokio::spawn(reader_task(
             plan.clone(),
+            n,
             window_start_ns,
             publisher,
             subscriber,
         ));
         tokio::time::sleep_until(plan.instant(plan.measured_start_ns())).await;
-        let cpu_start = CpuSample::take(w.server_pid);
+        let cpu_start = CpuSample::take(w);
         let outcome = task.await.context("the reader task panicked")?;
-        let cpu_end = CpuSample::take(w.server_pid);
+        let cpu_end = CpuSample::take(w);
         return Ok(summarize_reader(
-            system, addr, w, &plan, outcome, cpu_start, cpu_end,
+            system, servers, w, &plan, outcome, cpu_start, cpu_end,
         ));
     }
 
@@ -228,31 +269,40 @@ async fn run_with<A: Adapter>(
         .collect();
 
     tokio::time::sleep_until(plan.instant(plan.measured_start_ns())).await;
-    let cpu_start = CpuSample::take(w.server_pid);
+    let cpu_start = CpuSample::take(w);
     let mut outcomes = Vec::with_capacity(n);
     for t in tasks {
         outcomes.push(t.await.context("a client task panicked")?);
     }
-    let cpu_end = CpuSample::take(w.server_pid);
+    let cpu_end = CpuSample::take(w);
 
     Ok(summarize(
-        system, addr, w, &plan, outcomes, cpu_start, cpu_end,
+        system, servers, w, &plan, outcomes, cpu_start, cpu_end,
     ))
 }
 
 /// CPU times at one instant.
 struct CpuSample {
     at: Instant,
-    server_ticks: Option<u64>,
+    /// Per server process, in the order given.
+    server_ticks: Vec<Option<u64>>,
+    nats_ticks: Option<u64>,
     own_ticks: Option<u64>,
+    machine_ticks: Option<u64>,
 }
 
 impl CpuSample {
-    fn take(server_pid: Option<u32>) -> Self {
+    fn take(w: &Workload) -> Self {
         Self {
             at: Instant::now(),
-            server_ticks: server_pid.and_then(cpu::process_ticks),
+            server_ticks: w
+                .server_pids
+                .iter()
+                .map(|&pid| cpu::process_ticks(pid))
+                .collect(),
+            nats_ticks: w.nats_pid.and_then(cpu::process_ticks),
             own_ticks: cpu::own_ticks(),
+            machine_ticks: cpu::machine_ticks(),
         }
     }
 }
@@ -268,22 +318,39 @@ struct ClientOutcome {
 
 /// Deliveries to one client.
 struct Recorder {
-    hist: Histogram<u64>,
+    /// Latency of deliveries from senders on this client's node
+    /// ([`SAME`]) and from the other nodes ([`CROSS`]; unused with one
+    /// server).
+    hists: [Histogram<u64>; 2],
+    /// Deliveries received, by the same split.
+    received_by: [u64; 2],
     received: u64,
     bytes: u64,
     reordered: u64,
     /// Per sender: the sequence number expected next at the earliest.
     next_seq: Vec<u64>,
+    /// This client's node, and how many there are.
+    node: usize,
+    nodes: usize,
 }
 
+/// Index of the same-node half of [`Recorder::hists`].
+const SAME: usize = 0;
+/// Index of the cross-node half of [`Recorder::hists`].
+const CROSS: usize = 1;
+
 impl Recorder {
-    fn new(clients: usize) -> Self {
+    /// The recorder of client `index` of `plan`.
+    fn new(index: usize, plan: &Plan) -> Self {
         Self {
-            hist: new_histogram(),
+            hists: [new_histogram(), new_histogram()],
+            received_by: [0; 2],
             received: 0,
             bytes: 0,
             reordered: 0,
-            next_seq: vec![0; clients],
+            next_seq: vec![0; plan.clients],
+            node: nodes::node_of(index, plan.nodes),
+            nodes: plan.nodes,
         }
     }
 
@@ -299,10 +366,24 @@ impl Recorder {
         }
         self.next_seq[sender] = h.seq + 1;
         let latency = now_ns.saturating_sub(h.sent_ns);
-        self.hist.saturating_record(latency.max(HIST_LOW_NS));
+        let pair = if nodes::node_of(sender, self.nodes) == self.node {
+            SAME
+        } else {
+            CROSS
+        };
+        self.hists[pair].saturating_record(latency.max(HIST_LOW_NS));
+        self.received_by[pair] += 1;
         self.received += 1;
         self.bytes += len as u64;
         Some(latency)
+    }
+
+    /// Every delivery's latency, same-node and cross-node together.
+    fn all(&self) -> Histogram<u64> {
+        let mut all = self.hists[SAME].clone();
+        all.add(&self.hists[CROSS])
+            .expect("histograms share their bounds");
+        all
     }
 }
 
@@ -389,7 +470,7 @@ async fn receive_loop<S: Subscriber>(
     plan: &Plan,
     mut subscriber: S,
 ) -> (Recorder, Option<StallObservation>, Option<anyhow::Error>) {
-    let mut rec = Recorder::new(plan.clients);
+    let mut rec = Recorder::new(index, plan);
     let stall = plan.stall.filter(|s| s.client == index);
     let mut obs = stall.map(|_| StallObservation {
         resumed_ns: None,
@@ -475,13 +556,14 @@ struct ReaderOutcome {
 /// is shut down leaves the room).
 async fn reader_task<P: Publisher, S: Subscriber>(
     plan: Arc<Plan>,
+    index: usize,
     window_start_ns: u64,
     publisher: P,
     mut subscriber: S,
 ) -> ReaderOutcome {
     let _publisher = publisher;
     let mut out = ReaderOutcome {
-        rec: Recorder::new(plan.clients),
+        rec: Recorder::new(index, &plan),
         state_age: new_histogram(),
         in_window: 0,
         bytes_in_window: 0,
@@ -530,7 +612,7 @@ async fn reader_task<P: Publisher, S: Subscriber>(
 
 fn summarize_reader(
     system: System,
-    addr: &str,
+    servers: &[String],
     w: &Workload,
     plan: &Plan,
     o: ReaderOutcome,
@@ -548,14 +630,37 @@ fn summarize_reader(
         received_per_sender: o.per_sender,
         payload_bytes_per_s: o.bytes_in_window as f64 / window,
     };
-    let mut r = base_report(system, addr, w, &cpu_start, &cpu_end, received, o.rec.bytes);
+    let mut r = base_report(
+        system,
+        servers,
+        w,
+        &cpu_start,
+        &cpu_end,
+        received,
+        o.rec.bytes,
+    );
+    if let Some(c) = &mut r.cluster {
+        // The one reader's pairs: each sender with the reader.
+        let same = (0..w.clients)
+            .filter(|&s| nodes::node_of(s, servers.len()) == o.rec.node)
+            .count() as u64;
+        let per_pair = w.measured_messages();
+        fill_pairs(
+            c,
+            plan,
+            &o.rec.hists,
+            o.rec.received_by,
+            [same * per_pair, (w.clients as u64 - same) * per_pair],
+        );
+    }
+    let all = o.rec.all();
     r.expected = expected;
     r.undelivered = expected.saturating_sub(received);
     r.conflated = if system.conflates() { r.undelivered } else { 0 };
     r.lost = if system.conflates() { 0 } else { r.undelivered };
     r.delivered_ratio = received as f64 / expected as f64;
-    r.latency_ms = Latency::from_histogram(&o.rec.hist.clone_correct(plan.period_ns));
-    r.latency_raw_ms = Latency::from_histogram(&o.rec.hist);
+    r.latency_ms = Latency::from_histogram(&all.clone_correct(plan.period_ns));
+    r.latency_raw_ms = Latency::from_histogram(&all);
     r.reordered = o.rec.reordered;
     r.failed_clients = usize::from(o.error.is_some());
     r.errors = o.error.into_iter().collect();
@@ -563,10 +668,31 @@ fn summarize_reader(
     r
 }
 
-/// The fields every report fills the same way.
+/// Fills the same-node and cross-node halves of a cluster report from the
+/// two histograms (`hists`: same, cross), the deliveries received and
+/// expected by the same split.
+fn fill_pairs(
+    c: &mut ClusterReport,
+    plan: &Plan,
+    hists: &[Histogram<u64>; 2],
+    received: [u64; 2],
+    expected: [u64; 2],
+) {
+    let pair = |i: usize| PairReport {
+        expected: expected[i],
+        received: received[i],
+        latency_ms: Latency::from_histogram(&hists[i].clone_correct(plan.period_ns)),
+        latency_raw_ms: Latency::from_histogram(&hists[i]),
+    };
+    c.same_node = pair(SAME);
+    c.cross_node = pair(CROSS);
+}
+
+/// The fields every report fills the same way (the cluster part but its
+/// pair split, which [`fill_pairs`] adds).
 fn base_report(
     system: System,
-    addr: &str,
+    servers: &[String],
     w: &Workload,
     cpu_start: &CpuSample,
     cpu_end: &CpuSample,
@@ -579,11 +705,56 @@ fn base_report(
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / clk_tck as f64),
         _ => None,
     };
-    let server_cpu_s = cpu_secs(cpu_start.server_ticks, cpu_end.server_ticks);
+    let per_million = |s: Option<f64>| {
+        s.filter(|_| received > 0)
+            .map(|s| s / (received as f64 / 1e6))
+    };
+    // Every server process's CPU, or none if one could not be read.
+    let each: Option<Vec<f64>> = cpu_start
+        .server_ticks
+        .iter()
+        .zip(&cpu_end.server_ticks)
+        .map(|(&a, &b)| cpu_secs(a, b))
+        .collect();
+    let each = each.unwrap_or_default();
+    let server_cpu_s = (!each.is_empty()).then(|| each.iter().sum::<f64>());
+    let cluster = (servers.len() > 1 || w.nats_pid.is_some()).then(|| {
+        let nats_cpu_s = cpu_secs(cpu_start.nats_ticks, cpu_end.nats_ticks);
+        ClusterReport {
+            servers: servers.to_vec(),
+            clients_per_server: match w.role {
+                Role::All => nodes::clients_per_node(w.clients, servers.len()),
+                // The one reader, numbered after the senders.
+                Role::Reader => (0..servers.len())
+                    .map(|j| usize::from(nodes::node_of(w.clients, servers.len()) == j))
+                    .collect(),
+            },
+            server_cpu_each_s: each.clone(),
+            nats_cpu_s,
+            nats_cpu_s_per_million: per_million(nats_cpu_s),
+            ..ClusterReport::default()
+        }
+    });
+    let generator_cpu_s = cpu_secs(cpu_start.own_ticks, cpu_end.own_ticks);
+    // The machine's CPU time less every process measured: what the rest of
+    // the machine did meanwhile (only where every process was measured).
+    let nats = match w.nats_pid {
+        Some(_) => cpu_secs(cpu_start.nats_ticks, cpu_end.nats_ticks),
+        None => Some(0.0),
+    };
+    let other_cpu_s = match (
+        cpu_secs(cpu_start.machine_ticks, cpu_end.machine_ticks),
+        server_cpu_s,
+        nats,
+        generator_cpu_s,
+    ) {
+        (Some(all), Some(s), Some(n), Some(g)) => Some((all - s - n - g).max(0.0)),
+        _ => None,
+    };
     Report {
         system: system.to_string(),
         label: w.label.clone(),
-        addr: addr.to_owned(),
+        addr: servers.join(","),
         clients: w.clients,
         rate_hz: w.rate_hz,
         payload_bytes: w.payload_bytes,
@@ -594,20 +765,21 @@ fn base_report(
         deliveries_per_s: received as f64 / secs,
         mb_per_s: bytes as f64 / secs / 1e6,
         server_cpu_s,
-        server_cpu_s_per_million: server_cpu_s
-            .filter(|_| received > 0)
-            .map(|s| s / (received as f64 / 1e6)),
-        generator_cpu_s: cpu_secs(cpu_start.own_ticks, cpu_end.own_ticks),
+        server_cpu_s_per_million: per_million(server_cpu_s),
+        generator_cpu_s,
+        other_cpu_s,
         cpu_wall_s: cpu_end.at.duration_since(cpu_start.at).as_secs_f64(),
         clk_tck,
         link_kbit: w.link_kbit,
+        round: w.round,
+        cluster,
         ..Report::default()
     }
 }
 
 fn summarize(
     system: System,
-    addr: &str,
+    servers: &[String],
     w: &Workload,
     plan: &Plan,
     outcomes: Vec<ClientOutcome>,
@@ -616,6 +788,9 @@ fn summarize(
 ) -> Report {
     let mut others = new_histogram();
     let mut stalled = new_histogram();
+    // The clients that did not stall, split by pair (same, cross node).
+    let mut split = [new_histogram(), new_histogram()];
+    let mut received_by = [0; 2];
     let (mut sent, mut received, mut bytes, mut reordered) = (0, 0, 0, 0);
     let mut errors = Vec::new();
     let mut failed_clients = 0;
@@ -631,14 +806,19 @@ fn summarize(
                 errors.push(e);
             }
         }
+        received_by[SAME] += o.rec.received_by[SAME];
+        received_by[CROSS] += o.rec.received_by[CROSS];
         let is_stalled = w.stall.as_ref().is_some_and(|s| s.client == o.index);
         let target = if is_stalled {
             &mut stalled
         } else {
+            for (into, from) in split.iter_mut().zip(&o.rec.hists) {
+                into.add(from).expect("histograms share their bounds");
+            }
             &mut others
         };
         target
-            .add(&o.rec.hist)
+            .add(o.rec.all())
             .expect("histograms share their bounds");
         if let (Some(s), Some(obs)) = (&w.stall, o.stall) {
             let mut ages: Vec<u64> = obs.first_age_ns.iter().flatten().copied().collect();
@@ -660,6 +840,11 @@ fn summarize(
 
     let expected = w.expected_deliveries();
     let undelivered = expected.saturating_sub(received);
+    let mut base = base_report(system, servers, w, &cpu_start, &cpu_end, received, bytes);
+    if let Some(c) = &mut base.cluster {
+        let same = nodes::same_node_pairs(w.clients, servers.len()) * w.measured_messages();
+        fill_pairs(c, plan, &split, received_by, [same, expected - same]);
+    }
     Report {
         sent,
         expected,
@@ -673,6 +858,6 @@ fn summarize(
         failed_clients,
         errors,
         stall: stall_report,
-        ..base_report(system, addr, w, &cpu_start, &cpu_end, received, bytes)
+        ..base
     }
 }

@@ -120,8 +120,15 @@ pub struct Workload {
     pub room: String,
     /// The slow-consumer scenario, if any.
     pub stall: Option<Stall>,
-    /// The server's process id, to measure its CPU time.
-    pub server_pid: Option<u32>,
+    /// The server's process ids, to measure its CPU time: one, or a
+    /// cluster's nodes (their CPU is summed; each is also reported).
+    pub server_pids: Vec<u32>,
+    /// The NATS server's process id in a cluster run: its CPU is reported
+    /// apart from the nodes'.
+    pub nats_pid: Option<u32>,
+    /// A round number copied into the report, so that runs of several
+    /// setups made in one round can be paired (`bench/cluster.sh`).
+    pub round: Option<u32>,
     /// A free-form tag copied into the report (e.g. `matrix`, `overload`).
     pub label: String,
     /// What this process's clients do.
@@ -149,7 +156,9 @@ impl Default for Workload {
             drain: Duration::from_millis(500),
             room: "bench".into(),
             stall: None,
-            server_pid: None,
+            server_pids: Vec::new(),
+            nats_pid: None,
+            round: None,
             label: String::new(),
             role: Role::All,
             start_at_unix_ns: None,

@@ -44,7 +44,7 @@ async fn three_clients_for_one_second_against_relais() {
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),
         drain: Duration::from_millis(300),
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
         ..Workload::default()
     };
     let report = relais_bench::run(System::Relais, &addr, &workload)
@@ -134,4 +134,56 @@ async fn reader_and_senders_share_a_schedule() {
     assert!(!plain.contains("reader") && !plain.contains("link_kbit"));
 
     stop.await;
+}
+
+/// Clients spread over two addresses, round-robin: here two independent
+/// servers (no cluster), so every delivery stays on its server and the
+/// report's cross-node half stays empty, while the same-node half holds
+/// every delivery. Checks the assignment and the split, not any speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_two_servers_are_split_by_pair() {
+    let (a, stop_a) = serve().await;
+    let (b, stop_b) = serve().await;
+
+    let workload = Workload {
+        clients: 4,
+        rate_hz: 20,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        drain: Duration::from_millis(300),
+        server_pids: vec![std::process::id(), std::process::id()],
+        nats_pid: Some(std::process::id()),
+        round: Some(2),
+        ..Workload::default()
+    };
+    let servers = [a.clone(), b.clone()];
+    let report = relais_bench::run_on(System::Relais, &servers, &workload)
+        .await
+        .unwrap();
+
+    assert_eq!(report.failed_clients, 0, "{report}");
+    assert_eq!(report.addr, format!("{a},{b}"));
+    assert_eq!(report.round, Some(2));
+    let c = report.cluster.as_ref().expect("a cluster part");
+    assert_eq!(c.servers, servers);
+    assert_eq!(c.clients_per_server, [2, 2]);
+    // Clients 0 and 2 on a, 1 and 3 on b: 2² + 2² of the 16 pairs share a
+    // server, 20 messages each in the window.
+    assert_eq!(c.same_node.expected, 8 * 20);
+    assert_eq!(c.cross_node.expected, 8 * 20);
+    assert_eq!(c.cross_node.received, 0, "{report}");
+    assert_eq!(c.same_node.received, report.received, "{report}");
+    assert!(report.received > 0, "{report}");
+    assert!(c.same_node.latency_ms.samples > 0, "{report}");
+    assert_eq!(c.cross_node.latency_ms.samples, 0, "{report}");
+    assert_eq!(c.server_cpu_each_s.len(), 2);
+    assert!(c.nats_cpu_s.is_some(), "{report}");
+    assert!(report.other_cpu_s.is_some(), "{report}");
+    assert!(report.to_table().contains("cross-node pairs"));
+    let json = serde_json::to_string(&report).unwrap();
+    let back: relais_bench::Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+
+    stop_a.await;
+    stop_b.await;
 }

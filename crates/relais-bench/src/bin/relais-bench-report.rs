@@ -10,7 +10,8 @@
 //! The matrix plot is drawn when there are matrix runs; the slow-link plot
 //! (`slowlink.png` next to `--plot` unless `--slowlink-plot` says otherwise)
 //! when there are slow-link runs. The slow-link setup is read from
-//! `slowlink-meta.txt` in the results directory, if there is one.
+//! `slowlink-meta.txt` in the results directory, if there is one, and the
+//! cluster runs' setup (`bench/cluster.sh`) from `cluster-meta.txt`.
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,8 @@ struct Args {
 
 /// The slow-link setup file in the results directory.
 const SLOWLINK_META: &str = "slowlink-meta.txt";
+/// The cluster setup file in the results directory.
+const CLUSTER_META: &str = "cluster-meta.txt";
 /// The slow-link plot's file name, next to the matrix plot.
 const SLOWLINK_PNG: &str = "slowlink.png";
 
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
     let meta = read_optional(args.meta.as_deref())?;
     let notes = read_optional(args.notes.as_deref())?;
     let slowlink_meta = read_optional(Some(&args.results.join(SLOWLINK_META)))?;
+    let cluster_meta = read_optional(Some(&args.results.join(CLUSTER_META)))?;
     let mut written = vec![args.out.display().to_string()];
     if reports.iter().any(|r| r.label == render::MATRIX) {
         render::plot(&reports, &args.plot, &args.font)?;
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
             plot: &args.plot_link,
             slowlink_meta: &slowlink_meta,
             slowlink_plot: &slowlink_link,
+            cluster_meta: &cluster_meta,
         },
     );
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
