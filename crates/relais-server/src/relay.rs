@@ -111,6 +111,12 @@ struct RoomState {
     seq: u64,
     /// Where each other node's event stream for this room stands.
     origins: HashMap<u64, Origin>,
+    /// How many members are remote: while none, and no node has asked for
+    /// this room lately, its messages are not published (no node listens).
+    remote: usize,
+    /// Until when messages are published after a node asked for this
+    /// room's snapshot (its first member may join soon).
+    asked_until: Option<Instant>,
     /// Removed from the registry: nothing joins it any more.
     removed: bool,
 }
@@ -173,6 +179,10 @@ struct Pending {
 /// snapshot asks for another).
 const MAX_PENDING_EVENTS: usize = 4096;
 const MAX_PENDING_BYTES: usize = 1 << 20;
+
+/// How long a room's messages are published after another node asked for
+/// its snapshot, with no remote member yet.
+const ASKED_INTEREST: Duration = Duration::from_secs(10);
 
 /// How a new member joins ([`Relay::join`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -339,6 +349,7 @@ impl Relay {
             .map(Bytes::len)
             .sum();
         st.members.clear();
+        st.remote = 0;
         self.budget.release(held);
         if rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
@@ -557,10 +568,29 @@ impl Relay {
             return Ok(()); // Taken over: this connection speaks for nobody.
         }
         self.fan_out(&mut st.members, sender, frame.clone())?;
-        self.announce(&from.room, &mut st, |stamp| {
-            wire::message(stamp, from.id, &frame)
-        });
+        if self.link.get().is_some() && self.remote_interest(&mut st) {
+            self.announce(&from.room, &mut st, |stamp| {
+                wire::message(stamp, from.id, &frame)
+            });
+        }
         Ok(())
+    }
+
+    /// Whether another node may be listening to this room: it has members
+    /// here, or asked for the room lately. (A message not published takes
+    /// no number: the stream has no gap.)
+    fn remote_interest(&self, st: &mut RoomState) -> bool {
+        if st.remote > 0 {
+            return true;
+        }
+        match st.asked_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                st.asked_until = None;
+                false
+            }
+            None => false,
+        }
     }
 
     /// Keeps `frame` as the latest of `members[sender]` and queues it for
@@ -817,6 +847,7 @@ impl Relay {
             detached: CancellationToken::new(),
             remote: Some(remote),
         });
+        st.remote += 1;
         st.members.len() - 1
     }
 
@@ -831,6 +862,7 @@ impl Relay {
         while i < st.members.len() {
             if st.members[i].remote.is_some_and(&which) {
                 let gone = st.members.remove(i);
+                st.remote -= 1;
                 self.budget.release(gone.latest.map_or(0, |f| f.len()));
                 tell_left(&st.members, &gone.name, reason);
             } else {
@@ -961,7 +993,9 @@ impl Relay {
                 members: Vec::new(),
             };
         };
-        let st = lock(&room.state);
+        let mut st = lock(&room.state);
+        // The asker may be about to join: publish messages for a while.
+        st.asked_until = Some(Instant::now() + ASKED_INTEREST);
         RemoteSnapshot {
             node,
             epoch: room.epoch,
@@ -1635,5 +1669,31 @@ mod tests {
         assert!(!relay.leave(mb, CloseReason::Normal), "already gone");
         assert!(!relay.evict("r", "b", CloseReason::ConnectionLost));
         assert!(relay.join("r", "b", seat(false), outbox(&relay)).is_ok());
+    }
+
+    #[test]
+    fn messages_go_to_the_cluster_only_while_another_node_may_listen() {
+        let (link, mut out) = crate::cluster::Link::for_tests(3);
+        let relay = Relay::new();
+        relay.set_link(link);
+        let ma = relay.join("r", "a", seat(false), outbox(&relay)).unwrap();
+        let room = ma.room_handle();
+        let mut published = || std::iter::from_fn(|| out.try_recv().ok()).count();
+        assert_eq!(published(), 1, "the JOINED, always");
+        relay.publish(&ma, b"1").unwrap();
+        assert_eq!(published(), 0, "nobody listens: not published");
+        // Another node asks for the room: its member may join soon.
+        relay.local_snapshot("r", 3);
+        relay.publish(&ma, b"2").unwrap();
+        assert_eq!(published(), 1);
+        // Numbers have no gap: the skipped message took none.
+        assert_eq!(relay.local_snapshot("r", 3).seq, 2);
+        relay.expect_snapshot(&room, 7);
+        relay.remote_snapshot(&room, snapshot(5, 0, &[(1, "bob", None)]));
+        relay.publish(&ma, b"3").unwrap();
+        assert_eq!(published(), 1, "a remote member listens");
+        relay.node_gone(7);
+        relay.leave(ma, CloseReason::Normal);
+        assert_eq!(published(), 1, "the LEFT");
     }
 }

@@ -111,6 +111,20 @@ impl Link {
         }
     }
 
+    /// A link whose queue the caller reads: what the relay publishes.
+    #[cfg(test)]
+    pub(crate) fn for_tests(node: u64) -> (Arc<Self>, mpsc::Receiver<impl std::fmt::Debug>) {
+        let (out, rx) = mpsc::channel(MAX_QUEUED_EVENTS);
+        let (releases, _) = mpsc::unbounded_channel();
+        let link = Self {
+            node,
+            out,
+            releases,
+            claims: Mutex::default(),
+        };
+        (Arc::new(link), rx)
+    }
+
     fn release(&self, key: String, revision: u64) {
         if revision != 0 {
             let _ = self.releases.send((key, revision));
