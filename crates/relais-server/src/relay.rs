@@ -96,9 +96,13 @@ pub(crate) struct Room {
     pub(crate) epoch: u64,
     state: Mutex<RoomState>,
     /// Cluster nodes: set once the other nodes' members are known (the
-    /// first join waits for it), and cancelled when the room is removed.
+    /// first join waits for it).
     pub(crate) synced: tokio::sync::OnceCell<()>,
+    /// Cancelled (under the room lock) when the room is removed from the
+    /// registry: nothing joins it any more.
     pub(crate) removed: CancellationToken,
+    /// Cluster nodes: the room's NATS subject, made once.
+    subject: OnceLock<async_nats::Subject>,
     /// Signalled when a node's snapshot of this room has been applied.
     pub(crate) snapshot_applied: tokio::sync::Notify,
 }
@@ -117,8 +121,15 @@ struct RoomState {
     /// Until when messages are published after a node asked for this
     /// room's snapshot (its first member may join soon).
     asked_until: Option<Instant>,
-    /// Removed from the registry: nothing joins it any more.
-    removed: bool,
+}
+
+impl Room {
+    /// The room's subject on NATS ([`wire::room_subject`]).
+    pub(crate) fn subject(&self) -> async_nats::Subject {
+        self.subject
+            .get_or_init(|| wire::room_subject(&self.name).into())
+            .clone()
+    }
 }
 
 /// A member of another node, as that node numbers it.
@@ -317,6 +328,7 @@ impl Relay {
             state: Mutex::default(),
             synced: tokio::sync::OnceCell::new(),
             removed: CancellationToken::new(),
+            subject: OnceLock::new(),
             snapshot_applied: tokio::sync::Notify::new(),
         });
         rooms.insert(name, r.clone());
@@ -338,10 +350,10 @@ impl Relay {
         room: &Arc<Room>,
         st: &mut RoomState,
     ) -> bool {
-        if st.removed || st.members.iter().any(|m| m.remote.is_none()) {
+        if room.removed.is_cancelled() || local_count(st) > 0 {
             return false;
         }
-        st.removed = true;
+        room.removed.cancel();
         let held: usize = st
             .members
             .iter()
@@ -355,7 +367,6 @@ impl Relay {
             rooms.remove(&room.name);
             self.metrics.rooms_changed(-1);
         }
-        room.removed.cancel();
         true
     }
 
@@ -396,7 +407,7 @@ impl Relay {
     ) -> Result<Membership, JoinError> {
         let room = &room.0;
         let mut st = lock(&room.state);
-        if st.removed {
+        if room.removed.is_cancelled() {
             return Err(JoinError::Closed);
         }
         let key: Box<str> = name_key(name).into();
@@ -475,7 +486,7 @@ impl Relay {
                 epoch: room.epoch,
                 seq: st.seq,
             };
-            link.publish_room_event(&room.name, event(stamp));
+            link.publish_room_event(room.subject(), event(stamp));
         }
     }
 
@@ -683,30 +694,42 @@ impl Relay {
     /// told anything.
     pub fn leave(&self, membership: Membership, reason: CloseReason) -> bool {
         let room = &membership.room;
-        let mut st = lock(&room.state);
+        let st = lock(&room.state);
         let Some(i) = current(&st.members, &membership) else {
             return false;
         };
+        self.remove_local(room, st, i, reason);
+        true
+    }
+
+    /// Removes local member `i` of `room` for `reason`: its state and its
+    /// name go, the room (and the cluster) is told, and the room is removed
+    /// if no local member is left (the registry lock only then, unless a
+    /// join came in meanwhile).
+    fn remove_local(
+        &self,
+        room: &Arc<Room>,
+        mut st: MutexGuard<'_, RoomState>,
+        i: usize,
+        reason: CloseReason,
+    ) -> Member {
         // `remove`, not `swap_remove`: members stay in join order, which is
         // id order (see `fill_snapshot`).
         let gone = st.members.remove(i);
-        self.budget.release(gone.latest.map_or(0, |f| f.len()));
+        self.budget
+            .release(gone.latest.as_ref().map_or(0, Bytes::len));
         self.metrics.left(reason);
         if let Some(link) = self.link.get() {
             link.release_name(&room.name, &gone.key);
         }
-        self.announce(room, &mut st, |stamp| {
-            wire::left(stamp, membership.id, reason)
-        });
+        self.announce(room, &mut st, |stamp| wire::left(stamp, gone.id, reason));
         tell_left(&st.members, &gone.name, reason);
         let unused = local_count(&st) == 0;
         drop(st);
         if unused {
-            // The registry lock only now, to remove the room (unless a
-            // join came in meanwhile).
             self.close_if_unused(&RoomHandle(room.clone()));
         }
-        true
+        gone
     }
 
     /// Removes this node's member of `room` whose name has comparison key
@@ -718,7 +741,7 @@ impl Relay {
             return false;
         };
         let room = &room.0;
-        let mut st = lock(&room.state);
+        let st = lock(&room.state);
         let Some(i) = st
             .members
             .iter()
@@ -726,20 +749,11 @@ impl Relay {
         else {
             return false;
         };
-        let gone = st.members.remove(i);
-        self.budget.release(gone.latest.map_or(0, |f| f.len()));
-        self.metrics.left(reason);
-        self.announce(room, &mut st, |stamp| wire::left(stamp, gone.id, reason));
-        tell_left(&st.members, &gone.name, reason);
+        let gone = self.remove_local(room, st, i, reason);
         // Its writer sends what is waiting, then the GOODBYE. (A parked
         // seat's session finds the seat gone when its grace ends.)
         if let Some(outbox) = &gone.outbox {
             outbox.close(reason);
-        }
-        let unused = local_count(&st) == 0;
-        drop(st);
-        if unused {
-            self.close_if_unused(&RoomHandle(room.clone()));
         }
         true
     }
@@ -750,7 +764,7 @@ impl Relay {
     /// events until it comes.
     pub fn remote_event(&self, room: &RoomHandle, stamp: Stamp, event: RemoteEvent) -> bool {
         let mut st = lock(&room.0.state);
-        if st.removed {
+        if room.0.removed.is_cancelled() {
             return false;
         }
         self.accept(&mut st, stamp, event)
@@ -879,7 +893,7 @@ impl Relay {
     /// have a gap).
     pub fn remote_snapshot(&self, room: &RoomHandle, snapshot: RemoteSnapshot) -> bool {
         let mut st = lock(&room.0.state);
-        if st.removed {
+        if room.0.removed.is_cancelled() {
             return false;
         }
         let node = snapshot.node;
@@ -1052,7 +1066,7 @@ impl Relay {
 }
 
 fn local_count(st: &RoomState) -> usize {
-    st.members.iter().filter(|m| m.remote.is_none()).count()
+    st.members.len() - st.remote
 }
 
 /// Queues `LEFT` for `name` to every attached member.
@@ -1088,7 +1102,7 @@ fn welcome(room: &str, members: Vec<String>, resume: Option<Resume>) -> Bytes {
     .to_bytes()
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data stays consistent at every await-free step, so a
     // poisoned lock (a panic elsewhere) is safe to keep using.
     m.lock().unwrap_or_else(|e| e.into_inner())

@@ -435,11 +435,7 @@ async fn admit(
         read_only: grant.read_only,
     };
     let membership = match ctx.cluster() {
-        Some(cluster) => {
-            cluster
-                .join_boxed(&ctx.relay, &room, &name, seat, outbox)
-                .await
-        }
+        Some(cluster) => cluster.join(&ctx.relay, &room, &name, seat, outbox).await,
         None => ctx.relay.join(&room, &name, seat, outbox),
     }
     .map_err(refused)?;
@@ -747,7 +743,7 @@ async fn room_list(ctx: &ServerContext) -> Vec<Bytes> {
     /// Rooms per frame: 900 entries of at most 69 bytes fit in a frame.
     const PER_FRAME: usize = 900;
     let rooms = match ctx.cluster() {
-        Some(cluster) => cluster.rooms_boxed(&ctx.relay).await,
+        Some(cluster) => cluster.rooms(&ctx.relay).await,
         None => ctx.relay.rooms(),
     };
     let chunks: Vec<&[relais_protocol::RoomInfo]> = if rooms.is_empty() {

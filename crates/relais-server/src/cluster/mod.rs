@@ -27,10 +27,8 @@
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -43,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::outbox::Outbox;
-use crate::relay::{JoinError, Membership, Relay, RoomHandle, Seat};
+use crate::relay::{lock, JoinError, Membership, Relay, RoomHandle, Seat};
 use crate::ServerContext;
 
 /// How often a node says it is alive.
@@ -95,11 +93,10 @@ impl Link {
         self.node
     }
 
-    /// Publishes one of `room`'s events (encoded by [`wire`]).
-    pub(crate) fn publish_room_event(&self, room: &str, event: Bytes) {
-        let subject = wire::room_subject(room).into();
+    /// Publishes a room's event (encoded by [`wire`]) on its `subject`.
+    pub(crate) fn publish_room_event(&self, subject: async_nats::Subject, event: Bytes) {
         if self.out.try_send(Out::Publish(subject, event)).is_err() {
-            debug!(room, "cluster queue full: event dropped");
+            debug!("cluster queue full: a room event dropped");
         }
     }
 
@@ -151,6 +148,15 @@ pub struct Cluster {
     stop: CancellationToken,
     /// The server this node serves (it owns the cluster: no cycle).
     ctx: Weak<ServerContext>,
+}
+
+impl ClusterError {
+    fn bucket(reason: &dyn std::fmt::Display) -> Self {
+        Self::Bucket {
+            bucket: wire::NAMES_BUCKET,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Why a node could not join its cluster.
@@ -305,31 +311,6 @@ impl Cluster {
         }
     }
 
-    /// [`join`](Self::join), boxed by a function of its own: the future is
-    /// large, and built inline it would grow the stack frame (and so the
-    /// resident memory) of every session, cluster node or not.
-    #[inline(never)]
-    pub fn join_boxed<'a>(
-        &'a self,
-        relay: &'a Relay,
-        room: &'a str,
-        name: &'a str,
-        seat: Seat,
-        outbox: Arc<Outbox>,
-    ) -> Pin<Box<dyn Future<Output = Result<Membership, RefuseReason>> + Send + 'a>> {
-        Box::pin(self.join(relay, room, name, seat, outbox))
-    }
-
-    /// [`rooms`](Self::rooms), boxed for the same reason as
-    /// [`join_boxed`](Self::join_boxed).
-    #[inline(never)]
-    pub fn rooms_boxed<'a>(
-        &'a self,
-        relay: &'a Relay,
-    ) -> Pin<Box<dyn Future<Output = Vec<RoomInfo>> + Send + 'a>> {
-        Box::pin(self.rooms(relay))
-    }
-
     /// Claims `name` in `room` for this node, or says why not.
     async fn claim(&self, room: &str, name: &str) -> Result<Claim<'_>, RefuseReason> {
         let key = wire::claim_key(room, &name_key(name));
@@ -423,23 +404,13 @@ impl Cluster {
     async fn open(&self, relay: &Relay, room: &RoomHandle) -> Result<(), RefuseReason> {
         let init = || async {
             let ctx = self.ctx.upgrade().ok_or(RefuseReason::ClusterUnavailable)?;
-            let subject = wire::room_subject(room.name());
-            let events = self.client.subscribe(subject).await.map_err(|e| {
+            let events = self.client.subscribe(room.0.subject()).await.map_err(|e| {
                 warn!(error = %e, "cannot subscribe to a room");
                 RefuseReason::ClusterUnavailable
             })?;
-            tokio::spawn(follow_room(
-                ctx,
-                room.clone(),
-                events,
-                self.link.clone(),
-                self.client.clone(),
-            ));
+            tokio::spawn(follow_room(ctx, room.clone(), events));
             let peers = self.peers();
-            for &p in &peers {
-                relay.expect_snapshot(room, p);
-            }
-            self.ask_snapshot(room.name(), 0).await;
+            self.resync(relay, room, &peers, 0).await;
             let deadline = Instant::now() + SNAPSHOT_WAIT;
             loop {
                 let applied = room.0.snapshot_applied.notified();
@@ -456,6 +427,15 @@ impl Cluster {
             Ok(())
         };
         room.0.synced.get_or_try_init(init).await.map(|_| ())
+    }
+
+    /// Makes `room` hold the events of `nodes` until their snapshots come,
+    /// and asks node `target` (0: every node) for its snapshot.
+    async fn resync(&self, relay: &Relay, room: &RoomHandle, nodes: &[u64], target: u64) {
+        for &node in nodes {
+            relay.expect_snapshot(room, node);
+        }
+        self.ask_snapshot(room.name(), target).await;
     }
 
     /// Asks node `target` (0: every node) for its snapshot of `room`.
@@ -614,8 +594,7 @@ impl Cluster {
         if new && lock(&self.gone).remove(&node) && self.is_up() {
             info!(node = %format!("{node:016x}"), "node back: resynchronising");
             for room in relay.room_handles() {
-                relay.expect_snapshot(&room, node);
-                self.ask_snapshot(room.name(), node).await;
+                self.resync(relay, &room, &[node], node).await;
             }
         }
     }
@@ -756,10 +735,7 @@ impl Cluster {
                 }
                 let peers = self.peers();
                 for room in ctx.relay.room_handles() {
-                    for &p in &peers {
-                        ctx.relay.expect_snapshot(&room, p);
-                    }
-                    self.ask_snapshot(room.name(), 0).await;
+                    self.resync(&ctx.relay, &room, &peers, 0).await;
                 }
                 self.up.store(true, Ordering::Release);
             }
@@ -775,10 +751,6 @@ impl Cluster {
     /// player.
     async fn reclaim(&self, relay: &Relay) -> Result<(), ClusterError> {
         let kv = open_bucket(&self.client).await?;
-        let bucket_error = |e: &dyn std::fmt::Display| ClusterError::Bucket {
-            bucket: wire::NAMES_BUCKET,
-            reason: e.to_string(),
-        };
         let unreleased = std::mem::take(&mut *lock(&self.unreleased));
         for (key, revision) in unreleased {
             let _ =
@@ -794,14 +766,14 @@ impl Cluster {
         for key in held {
             let created = tokio::time::timeout(KV_TIMEOUT, kv.create(&key, value.clone()))
                 .await
-                .map_err(|e| bucket_error(&e))?;
+                .map_err(|e| ClusterError::bucket(&e))?;
             let revision = match created {
                 Ok(r) => Some(r),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     let entry = tokio::time::timeout(KV_TIMEOUT, kv.entry(&key))
                         .await
-                        .map_err(|e| bucket_error(&e))?
-                        .map_err(|e| bucket_error(&e))?;
+                        .map_err(|e| ClusterError::bucket(&e))?
+                        .map_err(|e| ClusterError::bucket(&e))?;
                     match entry {
                         Some(e) if wire::claim_holder(&e.value) == Some(self.node()) => {
                             Some(e.revision)
@@ -809,7 +781,7 @@ impl Cluster {
                         _ => None,
                     }
                 }
-                Err(e) => return Err(bucket_error(&e)),
+                Err(e) => return Err(ClusterError::bucket(&e)),
             };
             let mut claims = lock(&self.link.claims);
             match (revision, claims.get_mut(&key)) {
@@ -841,9 +813,10 @@ async fn follow_room(
     ctx: Arc<ServerContext>,
     room: RoomHandle,
     mut events: async_nats::Subscriber,
-    link: Arc<Link>,
-    client: async_nats::Client,
 ) {
+    let Some(cluster) = ctx.cluster().cloned() else {
+        return;
+    };
     loop {
         let event = tokio::select! {
             () = room.0.removed.cancelled() => break,
@@ -851,24 +824,18 @@ async fn follow_room(
         };
         let Some(event) = event else { break };
         match wire::decode_event(event.payload) {
+            // Reconnecting (every room is resynchronised once this node is
+            // up again), from a node declared gone (it is resynchronised
+            // when heard again), or this node's own.
             Ok((stamp, _))
-                if ctx
-                    .cluster()
-                    .is_some_and(|c| !c.is_up() || c.is_gone(stamp.node)) =>
-            {
-                // Reconnecting (every room is resynchronised once this
-                // node is up again), or from a node declared gone (it is
-                // resynchronised when heard again).
-            }
-            Ok((stamp, event)) if stamp.node != link.node => {
+                if !cluster.is_up()
+                    || cluster.is_gone(stamp.node)
+                    || stamp.node == cluster.node() => {}
+            Ok((stamp, event)) => {
                 if ctx.relay.remote_event(&room, stamp, event) {
-                    let request = wire::sync_request(stamp.node, link.node, room.name());
-                    let _ = client
-                        .publish(wire::sync_subject(room.name()), request)
-                        .await;
+                    cluster.ask_snapshot(room.name(), stamp.node).await;
                 }
             }
-            Ok(_) => {}
             Err(e) => debug!(error = %e, "bad room event"),
         }
     }
@@ -915,10 +882,6 @@ impl Drop for Claim<'_> {
 async fn open_bucket(client: &async_nats::Client) -> Result<kv::Store, ClusterError> {
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(KV_TIMEOUT);
-    let error = |e: &dyn std::fmt::Display| ClusterError::Bucket {
-        bucket: wire::NAMES_BUCKET,
-        reason: e.to_string(),
-    };
     if let Ok(kv) = js.get_key_value(wire::NAMES_BUCKET).await {
         return Ok(kv);
     }
@@ -930,7 +893,7 @@ async fn open_bucket(client: &async_nats::Client) -> Result<kv::Store, ClusterEr
         ..Default::default()
     })
     .await
-    .map_err(|e| error(&e))
+    .map_err(|e| ClusterError::bucket(&e))
 }
 
 /// A random node id, from the operating system's generator.
@@ -941,8 +904,4 @@ fn rand_u64() -> u64 {
         .fill(&mut b)
         .expect("the system's random generator works");
     u64::from_be_bytes(b)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
