@@ -346,9 +346,7 @@ impl Core {
     /// at once. The status becomes [`Disconnect::Closed`] unless the client
     /// had already closed.
     pub fn close(&mut self, now: Instant) {
-        if self.status.is_none() {
-            self.set_status(Disconnect::Closed);
-        }
+        self.set_status(Disconnect::Closed);
         match self.phase {
             Phase::Joined => {
                 self.goodbye_due = true;
@@ -405,8 +403,7 @@ impl Core {
                 self.attempt_failed(ConnectError::Timeout, now);
             }
             Phase::Joined => {
-                while let Some(at) = self.keepalive_deadline().filter(|at| now >= *at) {
-                    let _ = at;
+                while self.keepalive_deadline().is_some_and(|at| now >= at) {
                     self.silent_intervals += 1;
                     if self.silent_intervals >= SILENT_INTERVALS_LIMIT {
                         return self.connection_lost(Disconnect::Timeout, now);
@@ -756,6 +753,8 @@ impl Core {
         self.finish();
     }
 
+    /// Records why the client closed, unless it already had; the first
+    /// reason wins.
     fn set_status(&mut self, why: Disconnect) {
         if self.status.is_none() {
             self.status = Some(why.clone());
@@ -767,9 +766,7 @@ impl Core {
     fn finish(&mut self) {
         self.release_transport();
         self.phase = Phase::Closed;
-        if self.status.is_none() {
-            self.set_status(Disconnect::Closed);
-        }
+        self.set_status(Disconnect::Closed);
     }
 
     /// Asks the driver to drop the transport, if the phase has one (callers

@@ -569,14 +569,7 @@ impl Fields {
         if len > MAX_TOKEN_LEN {
             return Err(DecodeError::TokenTooLong(len));
         }
-        if self.buf.len() < len {
-            return Err(self.truncated("token"));
-        }
-        let raw = self.buf.split_to(len);
-        if !raw.is_ascii() {
-            return Err(DecodeError::InvalidUtf8 { field: "token" });
-        }
-        utf8(raw, "token")
+        self.ascii(len, "token")
     }
 
     /// A `u8`-length resume token of at most [`MAX_RESUME_TOKEN_LEN`] ASCII
@@ -586,16 +579,19 @@ impl Fields {
         if len > MAX_RESUME_TOKEN_LEN {
             return Err(DecodeError::ResumeTokenTooLong(len));
         }
+        self.ascii(len, "resume_token")
+    }
+
+    /// The next `len` bytes, which must be ASCII (a token's).
+    fn ascii(&mut self, len: usize, field: &'static str) -> Result<String, DecodeError> {
         if self.buf.len() < len {
-            return Err(self.truncated("resume_token"));
+            return Err(self.truncated(field));
         }
         let raw = self.buf.split_to(len);
         if !raw.is_ascii() {
-            return Err(DecodeError::InvalidUtf8 {
-                field: "resume_token",
-            });
+            return Err(DecodeError::InvalidUtf8 { field });
         }
-        utf8(raw, "resume_token")
+        utf8(raw, field)
     }
 
     fn rest_str(&mut self, field: &'static str) -> Result<String, DecodeError> {

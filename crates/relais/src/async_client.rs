@@ -9,7 +9,7 @@ use futures_util::Stream;
 use relais_client_core::State;
 use tokio::task::JoinHandle;
 
-use crate::client::Stats;
+use crate::client::{only_messages, Stats};
 use crate::error::{Disconnect, SendError};
 use crate::shared::Shared;
 use crate::{Event, Message};
@@ -90,12 +90,7 @@ impl AsyncClient {
     /// list stays current). `Err` once the client has closed and every
     /// message received before has been returned.
     pub async fn recv(&self) -> Result<Message, Disconnect> {
-        self.shared
-            .take_async(|event| match event {
-                Event::Message(m) => Some(m),
-                _ => None,
-            })
-            .await
+        self.shared.take_async(only_messages).await
     }
 
     /// The next event: a message, a join or a leave, or news of the

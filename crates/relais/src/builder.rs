@@ -16,16 +16,8 @@ use crate::shared::Shared;
 use crate::tls::TlsOptions;
 use crate::transport::Target;
 
-/// Default for [`ClientBuilder::connect_timeout`].
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default for [`ClientBuilder::keepalive`].
-const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(10);
 /// Default for [`ClientBuilder::inbound_capacity`].
 const DEFAULT_INBOUND_CAPACITY: usize = 4096;
-/// Default for [`ClientBuilder::outbound_capacity`].
-const DEFAULT_OUTBOUND_CAPACITY: usize = 1024;
-/// Default for [`ClientBuilder::reconnect_window`].
-const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the receive queue keeps when messages arrive faster than the user
 /// takes them; chosen with [`ClientBuilder::receive_mode`].
@@ -97,51 +89,29 @@ pub enum ReceiveMode {
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `connect` is called"]
 pub struct ClientBuilder {
-    name: String,
-    room: String,
-    echo: bool,
-    connect_timeout: Duration,
+    /// What the core takes, with its defaults (its `Debug` shows the join
+    /// token's length only: it is a credential).
+    options: Options,
     tls: Option<TlsOptions>,
-    keepalive: Duration,
     receive_mode: ReceiveMode,
     inbound_capacity: usize,
-    outbound_capacity: usize,
-    token: Option<Token>,
-    reconnect_window: Duration,
-}
-
-/// A join token, left out of `Debug` output (it is a credential).
-#[derive(Clone)]
-struct Token(String);
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<{} bytes>", self.0.len())
-    }
 }
 
 impl ClientBuilder {
     /// Options for a client registering as `name`, with every default.
     pub fn new(name: &str) -> Self {
         Self {
-            name: name.to_owned(),
-            room: String::new(),
-            echo: true,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            options: Options::new(name),
             tls: None,
-            keepalive: DEFAULT_KEEPALIVE,
             receive_mode: ReceiveMode::Queue,
             inbound_capacity: DEFAULT_INBOUND_CAPACITY,
-            outbound_capacity: DEFAULT_OUTBOUND_CAPACITY,
-            token: None,
-            reconnect_window: DEFAULT_RECONNECT_WINDOW,
         }
     }
 
     /// The room to join. Empty (the default) joins the server's default room,
     /// [`DEFAULT_ROOM`](crate::DEFAULT_ROOM); [`Client::room`] tells which.
     pub fn room(mut self, room: &str) -> Self {
-        self.room = room.to_owned();
+        self.options.room = room.to_owned();
         self
     }
 
@@ -162,14 +132,14 @@ impl ClientBuilder {
     ///
     /// The builder's `Debug` output shows the token's length, not the token.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(Token(token.into()));
+        self.options.token = Some(token.into());
         self
     }
 
     /// Whether this client receives its own messages back (default `true`;
     /// the echo is how a client measures its round trip).
     pub fn echo(mut self, echo: bool) -> Self {
-        self.echo = echo;
+        self.options.echo = echo;
         self
     }
 
@@ -177,7 +147,7 @@ impl ClientBuilder {
     /// Name resolution is not covered: it is done by the system resolver,
     /// which has no timeout to give it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.options.connect_timeout = timeout;
         self
     }
 
@@ -203,7 +173,7 @@ impl ClientBuilder {
     /// intervals in a row it gives up with [`Disconnect::Timeout`].
     /// [`Duration::ZERO`] turns keepalive off.
     pub fn keepalive(mut self, interval: Duration) -> Self {
-        self.keepalive = interval;
+        self.options.keepalive = interval;
         self
     }
 
@@ -260,7 +230,7 @@ impl ClientBuilder {
     /// and counted in [`Stats::dropped_outbound`](crate::Stats::dropped_outbound):
     /// in a real-time relay the newest state matters most.
     pub fn outbound_capacity(mut self, capacity: usize) -> Self {
-        self.outbound_capacity = capacity;
+        self.options.outbound_capacity = capacity;
         self
     }
 
@@ -286,7 +256,7 @@ impl ClientBuilder {
     /// # Ok::<(), relais::ConnectError>(())
     /// ```
     pub fn reconnect_window(mut self, window: Duration) -> Self {
-        self.reconnect_window = window;
+        self.options.reconnect_window = window;
         self
     }
 
@@ -350,17 +320,9 @@ impl ClientBuilder {
     }
 
     /// The core and the target, checked and resolved.
-    fn prepare(self, addr: impl ServerAddr) -> Result<(Arc<Shared>, Target), ConnectError> {
-        let mut options = Options::new(&self.name);
-        options.room = self.room;
-        options.echo = self.echo;
-        options.token = self.token.map(|Token(t)| t);
-        options.connect_timeout = self.connect_timeout;
-        options.keepalive = self.keepalive;
-        options.outbound_capacity = self.outbound_capacity;
-        options.reconnect_window = self.reconnect_window;
-        options.seed = seed();
-        let core = Core::new(options, Instant::now())?;
+    fn prepare(mut self, addr: impl ServerAddr) -> Result<(Arc<Shared>, Target), ConnectError> {
+        self.options.seed = seed();
+        let core = Core::new(self.options, Instant::now())?;
         let target = Target::resolve(addr, self.tls.as_ref())?;
         let shared = Arc::new(Shared::new(core, self.receive_mode, self.inbound_capacity));
         Ok((shared, target))
@@ -432,8 +394,10 @@ fn rooms_of(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The default connect timeout, for the whole listing.
+    let timeout = Options::new("").connect_timeout;
     runtime.block_on(async {
-        tokio::time::timeout(DEFAULT_CONNECT_TIMEOUT, list(&target))
+        tokio::time::timeout(timeout, list(&target))
             .await
             .unwrap_or(Err(ConnectError::Timeout))
     })

@@ -42,7 +42,7 @@ pub struct Stats {
 
 /// A connection to a relais server.
 ///
-/// Connecting is synchronous; after it, two hidden background threads do the
+/// Connecting is synchronous; after it, a hidden background thread does the
 /// networking: [`send`](Self::send) only queues, and [`recv`](Self::recv)
 /// only looks at what has already arrived, so both are safe to call every
 /// frame of a game loop. Both queues are bounded and drop their *oldest*
@@ -377,7 +377,8 @@ impl<'a> IntoIterator for &'a Client {
     }
 }
 
-fn only_messages(event: Event) -> Option<Message> {
+/// The pick of the receives that return messages only (see [`Shared::take`]).
+pub(crate) fn only_messages(event: Event) -> Option<Message> {
     match event {
         Event::Message(msg) => Some(msg),
         _ => None,

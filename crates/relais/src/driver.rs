@@ -61,7 +61,6 @@ pub(crate) async fn drive(shared: Arc<Shared>, target: Target) {
             if writing.is_none() {
                 core.poll_transmit(&mut batch);
             }
-            shared.deliver(&mut core);
             (core.poll_action(), core.poll_timeout(), core.is_finished())
         };
         match action {
@@ -123,23 +122,20 @@ pub(crate) async fn drive(shared: Arc<Shared>, target: Target) {
             }
         };
         tokio::select! {
-            r = reading => {
-                let mut core = shared.core();
-                match r {
-                    Ok(0) => core.handle_eof(now()),
-                    Ok(n) => core.handle_input(&chunk[..n], now()),
-                    Err(e) => core.io_failed(e, now()),
-                }
-            }
+            r = reading => shared.with_core(|core| match r {
+                Ok(0) => core.handle_eof(now()),
+                Ok(n) => core.handle_input(&chunk[..n], now()),
+                Err(e) => core.io_failed(e, now()),
+            }),
             (w, out, result) = written => {
                 writing = None;
                 write = Some(w);
                 batch = if out.capacity() > BATCH_RETAIN_LIMIT { BytesMut::new() } else { out };
                 if let Err(e) = result {
-                    shared.core().io_failed(e, now());
+                    shared.with_core(|core| core.io_failed(e, now()));
                 }
             }
-            () = sleep => shared.core().handle_timeout(now()),
+            () = sleep => shared.with_core(|core| core.handle_timeout(now())),
             () = shared.wake_driver.notified() => {}
         }
     }
@@ -162,8 +158,7 @@ async fn open(shared: &Shared, target: &Target, deadline: Instant) -> Option<Box
             }
         }
     };
-    let mut core = shared.core();
-    match opened {
+    shared.with_core(|core| match opened {
         Ok(Ok(stream)) => {
             core.connected(now());
             Some(stream)
@@ -176,7 +171,7 @@ async fn open(shared: &Shared, target: &Target, deadline: Instant) -> Option<Box
             core.connect_failed(ConnectError::Timeout, now());
             None
         }
-    }
+    })
 }
 
 /// Tells the handles the driver is gone, however it ends.

@@ -65,6 +65,19 @@ pub(crate) enum First {
     Taken,
 }
 
+impl First {
+    /// The outcome, once known, for the connect call (which takes it once).
+    fn take(&mut self) -> Option<Result<(), ConnectError>> {
+        match self {
+            Self::Pending => None,
+            _ => match std::mem::replace(self, Self::Taken) {
+                Self::Failed(error) => Some(Err(error)),
+                _ => Some(Ok(())),
+            },
+        }
+    }
+}
+
 /// State shared by a client's handle and its driver.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -121,6 +134,17 @@ impl Shared {
         lock(&self.core)
     }
 
+    /// Acts on the core, then hands what that produced to the queues before
+    /// the lock is released: a handle that sees the core's new state (the
+    /// member list after a `JOINED`, say) finds the events that go with it
+    /// already queued.
+    pub(crate) fn with_core<R>(&self, act: impl FnOnce(&mut Core) -> R) -> R {
+        let mut core = self.core();
+        let result = act(&mut core);
+        self.deliver(&mut core);
+        result
+    }
+
     /// The registered name and the room joined (fixed once joined).
     pub(crate) fn names(&self) -> (String, String) {
         let core = self.core();
@@ -136,20 +160,16 @@ impl Shared {
 
     /// Asks the core to close, records it, and wakes the driver.
     pub(crate) fn close(&self) {
-        {
-            let mut core = self.core();
-            core.close(Instant::now());
-            // What had arrived is queued before the status is set, so a
-            // receive sees all of it before the disconnect.
-            self.deliver(&mut core);
-        }
+        // What had arrived is queued before the status is set, so a receive
+        // sees all of it before the disconnect.
+        self.with_core(|core| core.close(Instant::now()));
         self.end(Disconnect::Closed);
         self.wake_driver.notify_one();
     }
 
     /// Hands what the core has for the application to the queues, the
     /// status and the waiting connect call.
-    pub(crate) fn deliver(&self, core: &mut Core) {
+    fn deliver(&self, core: &mut Core) {
         while let Some(update) = core.poll_event() {
             match update {
                 Update::Event(event) => self.push_event(event),
@@ -174,28 +194,14 @@ impl Shared {
     /// Waits (blocking) for the first connection's outcome.
     pub(crate) fn wait_first(&self) -> Result<(), ConnectError> {
         let mut first = lock(&self.first);
-        while matches!(*first, First::Pending) {
+        loop {
+            if let Some(outcome) = first.take() {
+                return outcome;
+            }
             first = self
                 .first_ready
                 .wait(first)
                 .unwrap_or_else(PoisonError::into_inner);
-        }
-        match std::mem::replace(&mut *first, First::Taken) {
-            First::Failed(error) => Err(error),
-            _ => Ok(()),
-        }
-    }
-
-    /// The first connection's outcome, if known (for async waits).
-    pub(crate) fn try_first(&self) -> Option<Result<(), ConnectError>> {
-        let mut first = lock(&self.first);
-        match std::mem::replace(&mut *first, First::Taken) {
-            First::Pending => {
-                *first = First::Pending;
-                None
-            }
-            First::Failed(error) => Some(Err(error)),
-            _ => Some(Ok(())),
         }
     }
 
@@ -354,7 +360,7 @@ impl Shared {
             let notified = self.inbound_notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(outcome) = self.try_first() {
+            if let Some(outcome) = lock(&self.first).take() {
                 return outcome;
             }
             notified.await;
