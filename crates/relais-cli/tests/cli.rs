@@ -79,16 +79,7 @@ fn two_chat_terminals_talk_through_a_server() {
 
 /// Sends SIGTERM to `proc`.
 fn terminate(proc: &Proc) {
-    signal(proc, "TERM");
-}
-
-/// Sends the signal `name` (`TERM`, `HUP`) to `proc`.
-fn signal(proc: &Proc, name: &str) {
-    let kill = Command::new("kill")
-        .args([&format!("-{name}"), &proc.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    proc.signal("TERM");
 }
 
 #[test]
@@ -259,7 +250,7 @@ fn sighup_without_tls_is_logged_and_the_server_goes_on() {
     // default action would end the server.
     let (mut server, addr) = serve_with(&[], "info");
     server.expect("stderr", "listening (tcp)");
-    signal(&server, "HUP");
+    server.signal("HUP");
     server.expect("stderr", "SIGHUP: no TLS certificate to reload");
     let mut rooms = relais(&["rooms", "--server", &addr]);
     rooms.expect("stdout", "no rooms");

@@ -481,13 +481,8 @@ impl Cluster {
     /// clean shutdown); returns the instant it was sent. The node stays in
     /// the list, for its log.
     fn terminate_node(&self, i: usize) -> Instant {
-        let pid = self.node(i).proc.child.id().to_string();
         let sent = Instant::now();
-        let kill = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(kill.success(), "kill -TERM {pid}");
+        self.node(i).proc.signal("TERM");
         sent
     }
 
@@ -942,9 +937,13 @@ fn nats_request(port: u16, subject: &str, payload: &str) -> String {
     .unwrap();
     loop {
         line.clear();
-        reader
+        let read = reader
             .read_line(&mut line)
             .expect("a reply from nats-server");
+        assert!(
+            read > 0,
+            "nats-server closed the connection before its reply"
+        );
         if line.starts_with("PING") {
             writer.write_all(b"PONG\r\n").unwrap();
         } else if line.starts_with("-ERR") {
@@ -1640,18 +1639,25 @@ fn rooms_are_cluster_wide() {
 }
 
 /// How a raw member's connection ended, read (presence and messages passed
-/// over, pings answered) until `deadline` at most: the reason of its
-/// `GOODBYE`, or `None` if it closed without one.
-fn await_goodbye(raw: &mut Raw, deadline: Instant) -> Option<CloseReason> {
+/// over, pings answered) until `deadline` at most: `Some` of the reason of
+/// its `GOODBYE`, or of `None` if it closed without one; `None` if it is
+/// still connected at `deadline`.
+fn ending_by(raw: &mut Raw, deadline: Instant) -> Option<Option<CloseReason>> {
     loop {
         match raw.next(deadline) {
-            Next::Frame(ServerFrame::Goodbye(reason, _)) => return Some(reason),
+            Next::Frame(ServerFrame::Goodbye(reason, _)) => return Some(Some(reason)),
             Next::Frame(ServerFrame::Ping) => raw.send(ClientFrame::Pong),
             Next::Frame(_) => {}
-            Next::Closed => return None,
-            Next::Timeout => panic!("{}: still connected", raw.name),
+            Next::Closed => return Some(None),
+            Next::Timeout => return None,
         }
     }
+}
+
+/// How a raw member's connection ended, which it must by `deadline`: the
+/// reason of its `GOODBYE`, or `None` if it closed without one.
+fn await_goodbye(raw: &mut Raw, deadline: Instant) -> Option<CloseReason> {
+    ending_by(raw, deadline).unwrap_or_else(|| panic!("{}: still connected", raw.name))
 }
 
 /// Node A (behind a [`Proxy`]) and node B (on NATS directly); in room
@@ -1828,22 +1834,7 @@ fn a_cut_off_node_gives_up_a_name_taken_elsewhere_while_both_talk() {
                 .old_x
                 .stream
                 .write_all(&ClientFrame::Data(format!("old {k}").into()).to_bytes());
-            let soon = Instant::now() + Duration::from_millis(5);
-            loop {
-                match t.old_x.next(soon) {
-                    Next::Frame(ServerFrame::Goodbye(reason, _)) => {
-                        old_x_gone = Some(Some(reason));
-                        break;
-                    }
-                    Next::Closed => {
-                        old_x_gone = Some(None);
-                        break;
-                    }
-                    Next::Frame(ServerFrame::Ping) => t.old_x.send(ClientFrame::Pong),
-                    Next::Frame(_) => {}
-                    Next::Timeout => break,
-                }
-            }
+            old_x_gone = ending_by(&mut t.old_x, Instant::now() + Duration::from_millis(5));
         }
         // Each observer reads what came meanwhile; B's must never relay
         // A's old x.

@@ -56,31 +56,6 @@ fn text(output: &Output) -> String {
     )
 }
 
-/// A fresh directory under the system's temporary directory, removed when
-/// dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "relais-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -125,16 +100,19 @@ fn python_client_unittest_suite_passes_against_this_server() {
 #[test]
 fn python_client_installs_with_pip() {
     let root = repo_root();
-    let tmp = TempDir::new("pip");
+    let tmp = tempfile::Builder::new()
+        .prefix("relais-pip-")
+        .tempdir()
+        .expect("a temporary directory");
     // A copy: building in place would leave build/ and *.egg-info in the
     // source tree.
-    let project = tmp.0.join("project");
+    let project = tmp.path().join("project");
     for part in ["pyproject.toml", "README.md"] {
         std::fs::create_dir_all(&project).unwrap();
         std::fs::copy(root.join("clients/python").join(part), project.join(part)).unwrap();
     }
     copy_dir(&root.join("clients/python/src"), &project.join("src"));
-    let site = tmp.0.join("site");
+    let site = tmp.path().join("site");
     // What building needs without build isolation: setuptools, and before
     // setuptools 70.1 wheel (for bdist_wheel). setuptools is imported
     // before pip: after it, it can refuse to load.

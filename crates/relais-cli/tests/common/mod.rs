@@ -156,6 +156,16 @@ impl Proc {
         self.child.wait().unwrap()
     }
 
+    /// Sends it the signal `name` (`TERM`, `HUP`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -{name} {pid}");
+    }
+
     /// Everything it has written so far, for failure messages.
     pub fn log(&self) -> String {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,26 +185,21 @@ pub fn last_word(line: &str) -> &str {
     line.rsplit(' ').next().unwrap()
 }
 
-/// `relais serve` on ephemeral ports with `extra` flags, logging at `log`;
-/// its TCP address.
 /// `relais serve` on the TCP address `addr` (a restart on the same port).
 pub fn serve_at(addr: &str) -> (Proc, String) {
-    let server = Proc::relais(
-        &["serve", "--listen", addr, "--ws-listen", "127.0.0.1:0"],
-        "warn",
-    );
-    let addr = last_word(&server.expect("stdout", "listening on")).to_string();
-    (server, addr)
+    serve_on(addr, &[], "warn")
 }
 
+/// `relais serve` on ephemeral ports with `extra` flags, logging at `log`;
+/// its TCP address.
 pub fn serve_with(extra: &[&str], log: &str) -> (Proc, String) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--ws-listen",
-        "127.0.0.1:0",
-    ];
+    serve_on("127.0.0.1:0", extra, log)
+}
+
+/// `relais serve` for TCP on `addr`, WebSocket on an ephemeral port, with
+/// `extra` flags, logging at `log`; its TCP address.
+fn serve_on(addr: &str, extra: &[&str], log: &str) -> (Proc, String) {
+    let mut args = vec!["serve", "--listen", addr, "--ws-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Proc::relais(&args, log);
     let addr = last_word(&server.expect("stdout", "listening on")).to_string();

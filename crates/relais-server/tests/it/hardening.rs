@@ -41,15 +41,7 @@ async fn idle_and_trickling_handshakes_are_closed_in_time() {
         let (mut c, s) = sim.connect();
         sessions.push(s);
         tricklers.push(tokio::spawn(async move {
-            let hello = ClientFrame::Hello(relais_protocol::Hello {
-                version: relais_protocol::VERSION,
-                name: format!("slow{i}"),
-                room: String::new(),
-                echo: true,
-                token: None,
-                resume: None,
-            })
-            .to_bytes();
+            let hello = hello_frame(&format!("slow{i}"), "", true, None).to_bytes();
             for byte in hello.iter() {
                 if !c.try_send_raw(&[*byte]).await {
                     break;

@@ -8,27 +8,8 @@ use std::time::{Duration, Instant};
 use relais::{Client, Disconnect, Event, State};
 use relais_protocol::{CloseReason, ServerFrame};
 use relais_server::Server;
-use tokio::task::JoinHandle;
 
 use crate::support::*;
-
-/// A server on exactly `addr` (the restarted one).
-async fn serve_at(addr: SocketAddr) -> (Server, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let server = Server::new(unlimited());
-    let s = server.clone();
-    let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
-    (server, task)
-}
-
-/// Polls `cond` until it holds, for at most `PATIENCE`.
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// The events a client reports while its server restarts: bob leaving
 /// with the old server, the reason it lost the connection, and a fresh join
@@ -69,7 +50,7 @@ async fn the_blocking_client_reconnects_across_a_server_restart() {
     until("alice reconnects", || alice.state() == State::Reconnecting).await;
     // Sent while the server is down: goes out on the new connection.
     alice.send("while away").unwrap();
-    let (new, task) = serve_at(addr).await;
+    let new = TestServer::serving_at(addr, Server::new(unlimited())).await;
     let mut carol = Raw::connect(addr, None).await;
     // alice may not be back yet: her backoff is at most 5 s.
     let a = alice.clone();
@@ -90,8 +71,7 @@ async fn the_blocking_client_reconnects_across_a_server_restart() {
     alice.send("back").unwrap();
     assert_eq!(carol.message().await, ("alice".into(), "back".into()));
     blocking(move || alice.close()).await;
-    new.shutdown().await;
-    task.await.unwrap();
+    new.stop().await;
 }
 
 #[tokio::test]
@@ -106,7 +86,7 @@ async fn the_async_client_reconnects_across_a_server_restart() {
         .unwrap();
     assert_eq!(alice.members(), ["bob", "alice"]);
     old.stop().await;
-    let (new, task) = serve_at(addr).await;
+    let new = TestServer::serving_at(addr, Server::new(unlimited())).await;
     let mut events = Vec::new();
     for _ in 0..3 {
         let event = tokio::time::timeout(PATIENCE, alice.recv_event()).await;
@@ -127,8 +107,7 @@ async fn the_async_client_reconnects_across_a_server_restart() {
             CloseReason::Normal
         ))
     );
-    new.shutdown().await;
-    task.await.unwrap();
+    new.stop().await;
 }
 
 #[tokio::test]

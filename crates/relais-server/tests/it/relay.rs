@@ -95,16 +95,7 @@ async fn a_client_cannot_speak_as_someone_else() {
     assert_eq!(alice.message().await.0, "mallory");
 
     // A second HELLO cannot re-register under another name.
-    mallory
-        .send(ClientFrame::Hello(relais_protocol::Hello {
-            version: relais_protocol::VERSION,
-            name: "alice".into(),
-            room: String::new(),
-            echo: true,
-            token: None,
-            resume: None,
-        }))
-        .await;
+    mallory.send(hello_frame("alice", "", true, None)).await;
     assert_eq!(
         alice.next().await,
         Some(ServerFrame::Left(

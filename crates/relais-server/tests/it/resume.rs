@@ -102,15 +102,22 @@ fn msg(sender: &str, payload: &'static str) -> Option<ServerFrame> {
 /// Polls (bounded) until the server holds `n` connections: the way to know
 /// that it has seen a connection end, which no client can observe.
 async fn until_connections(s: &TestServer, n: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    while s.server.connection_count() != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} connections, waiting for {n}",
-            s.server.connection_count()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until(&format!("the server holds {n} connections"), || {
+        s.server.connection_count() == n
+    })
+    .await;
+}
+
+/// Drops `member`'s connection without a GOODBYE and waits for `witness` to
+/// see `name` leave, "connection lost"; how long that took.
+async fn lost(member: Raw, name: &str, witness: &mut Raw) -> Duration {
+    let dropped = Instant::now();
+    member.drop_abruptly();
+    assert_eq!(
+        witness.next().await,
+        Some(ServerFrame::Left(name.into(), CloseReason::ConnectionLost))
+    );
+    dropped.elapsed()
 }
 
 fn with_grace(grace: Duration) -> Config {
@@ -181,20 +188,8 @@ async fn after_the_grace_the_member_leaves_and_its_token_joins_afresh() {
     let mut bob = join_plain(&s, "r", "bob").await;
     assert_eq!(alice.next().await, Some(ServerFrame::Joined("bob".into())));
 
-    let dropped = Instant::now();
-    alice.drop_abruptly();
-    assert_eq!(
-        bob.next().await,
-        Some(ServerFrame::Left(
-            "alice".into(),
-            CloseReason::ConnectionLost
-        ))
-    );
-    assert!(
-        dropped.elapsed() >= GRACE,
-        "LEFT after {:?}",
-        dropped.elapsed()
-    );
+    let took = lost(alice, "alice", &mut bob).await;
+    assert!(took >= GRACE, "LEFT after {took:?}");
     assert_eq!(s.server.relay().member_count(), 1);
 
     // The token names a seat that is gone: a fresh join, a new token.
@@ -315,16 +310,8 @@ async fn a_client_without_resume_gets_the_old_welcome_and_leaves_at_once() {
     let mut bob = join_plain(&s, "r", "bob").await;
     assert_eq!(alice.next().await, Some(ServerFrame::Joined("bob".into())));
 
-    let dropped = Instant::now();
-    alice.drop_abruptly();
-    assert_eq!(
-        bob.next().await,
-        Some(ServerFrame::Left(
-            "alice".into(),
-            CloseReason::ConnectionLost
-        ))
-    );
-    assert!(dropped.elapsed() < grace, "not parked: LEFT at once");
+    let took = lost(alice, "alice", &mut bob).await;
+    assert!(took < grace, "not parked: LEFT at once");
     s.stop().await;
 }
 
@@ -334,14 +321,7 @@ async fn a_grace_of_zero_never_parks() {
     let (mut alice, token) = join_resumable(&s, "r", "alice").await;
     let mut bob = join_plain(&s, "r", "bob").await;
     assert_eq!(alice.next().await, Some(ServerFrame::Joined("bob".into())));
-    alice.drop_abruptly();
-    assert_eq!(
-        bob.next().await,
-        Some(ServerFrame::Left(
-            "alice".into(),
-            CloseReason::ConnectionLost
-        ))
-    );
+    lost(alice, "alice", &mut bob).await;
     let (_alice, w) = present(&s, "r", "alice", &token).await.unwrap();
     assert!(!resume_of(&w).0, "nothing to take back");
     assert_eq!(bob.next().await, Some(ServerFrame::Joined("alice".into())));

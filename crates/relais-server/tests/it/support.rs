@@ -61,7 +61,13 @@ impl TestServer {
 
     /// Serves TCP clients with `server` (e.g. one with TLS).
     pub async fn serving(server: Server) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serving_at("127.0.0.1:0".parse().unwrap(), server).await
+    }
+
+    /// Serves TCP clients with `server` on exactly `addr` (a restart on the
+    /// same port).
+    pub async fn serving_at(addr: SocketAddr, server: Server) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let s = server.clone();
         let task = tokio::spawn(async move { s.serve_tcp(listener, std::future::pending()).await });
@@ -251,6 +257,19 @@ pub fn hello_frame(name: &str, room: &str, echo: bool, token: Option<&str>) -> C
         token: token.map(str::to_string),
         resume: None,
     })
+}
+
+/// Polls `cond` until it holds, for at most `PATIENCE`: for what no client
+/// can observe (say, that the server has seen a connection end).
+pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Runs blocking client-library code off the runtime's threads.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use relais_protocol::{
-    ClientFrame, CloseReason, Hello, RefuseReason, ServerFrame, Welcome, LENGTH_PREFIX_LEN,
-    MAX_FRAME_LEN, MAX_HELLO_LEN, VERSION,
+    ClientFrame, CloseReason, RefuseReason, ServerFrame, Welcome, LENGTH_PREFIX_LEN, MAX_FRAME_LEN,
+    MAX_HELLO_LEN,
 };
 use relais_server::ws::{HttpPages, MAX_PRE_HANDSHAKE_BYTES};
 use relais_server::{Config, Server};
@@ -274,15 +274,7 @@ async fn websocket_clients_count_against_the_connection_limit() {
     let (s, ws_addr) = start(config, HttpPages::None).await;
     let (_holder, _) = s.join("r", "holder").await;
     let mut web = Ws::connect(ws_addr).await;
-    web.send(ClientFrame::Hello(Hello {
-        version: VERSION,
-        name: "late".into(),
-        room: "r".into(),
-        echo: false,
-        token: None,
-        resume: None,
-    }))
-    .await;
+    web.send(hello_frame("late", "r", false, None)).await;
     match web.next().await {
         Seen::Frame(ServerFrame::Refused(RefuseReason::ServerFull, _)) => {}
         other => panic!("expected REFUSED server full, got {other:?}"),
@@ -481,14 +473,7 @@ async fn ws_vs_tcp_deliveries_per_second() {
         let mut writers = Vec::new();
         for i in 0..members {
             let name = format!("m{i}");
-            let hello = ClientFrame::Hello(Hello {
-                version: VERSION,
-                name: name.clone(),
-                room: "bench".into(),
-                echo: true,
-                token: None,
-                resume: None,
-            });
+            let hello = hello_frame(&name, "bench", true, None);
             if transport == "tcp" {
                 let stream = TcpStream::connect(s.addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
