@@ -300,7 +300,7 @@ export async function connect(url, name, options = {}) {
   const hello = helloFrame({ name, room, echo, token: await currentToken(token), resumeToken: "" });
   const { ws, welcome } = await handshake(url, hello, timeoutMs);
   const client = new Client(ws, {
-    name, room: welcome.room, echo, version: welcome.version, maxPayload: welcome.maxPayload,
+    name, room: welcome.room, echo, maxPayload: welcome.maxPayload,
     members: welcome.members, queueSize, receive, resume: welcome.resume, onstatechange, sendQueueSize,
     link: { url, token, timeoutMs, reconnectWindowMs },
   });
@@ -316,9 +316,7 @@ export class Client extends EventTarget {
   constructor(ws, w) {
     super();
     this.name = w.name;
-    this.room = w.room;
     this.echo = w.echo;
-    this.maxPayload = w.maxPayload;
     /** What the receive queue keeps: "queue" or "latest" (see connect). */
     this.receive = w.receive;
     /** Callback for every event (message, joined, left, close); optional. */
@@ -327,15 +325,11 @@ export class Client extends EventTarget {
     this.onstatechange = w.onstatechange ?? null;
     /** "connected", "reconnecting" or "closed" ("connecting" is only seen by connect's onstatechange). */
     this.state = "connecting";
-    /** Whether the last WELCOME gave this client its old seat back. */
-    this.resumed = Boolean(w.resume?.resumed);
     /** Undefined until the client has ended, then why it ended (see relais.d.ts). */
     this.status = undefined;
     this.stats = { sent: 0, received: 0, recvDropped: 0, recvConflated: 0, sendConflated: 0, reconnects: 0 };
     this._link = w.link ?? null;
-    this._resumeToken = w.resume?.token ?? "";
     this._self = w.name.normalize("NFC");
-    this._members = w.members.slice();
     // The receive queue holds boxes `{ event }`, so that in "latest" mode a
     // newer message replaces a waiting one in place: `_slots` maps each
     // sender to the box of its waiting message, until that box is taken or
@@ -348,8 +342,7 @@ export class Client extends EventTarget {
     this._pending = [];
     this._sendQueueSize = Math.max(1, w.sendQueueSize ?? 1);
     this.closed = new Promise((r) => { this._resolveClosed = r; });
-    this._attach(ws);
-    this._setState("connected", { resumed: this.resumed });
+    this._adopt(ws, w); // sets room, maxPayload, resumed and the members; state "connected"
   }
 
   /** Everyone in the room, this client included, kept current. */
@@ -584,19 +577,25 @@ export class Client extends EventTarget {
     this._welcomed(r.ws, r.welcome);
   }
 
+  /** In the room (`w`: the WELCOME's room, maxPayload, members and resume) on `ws`: state "connected". */
+  _adopt(ws, w) {
+    this._members = w.members.slice();
+    this.room = w.room;
+    this.maxPayload = w.maxPayload;
+    /** Whether the last WELCOME gave this client its old seat back. */
+    this.resumed = Boolean(w.resume?.resumed);
+    // A server without resume sends no token: the next reconnection joins afresh.
+    this._resumeToken = w.resume?.token ?? "";
+    this._attach(ws);
+    this._setState("connected", { resumed: this.resumed });
+  }
+
   /** Back in the room after a reconnection: new socket, members diffed, waiting sends out. */
   _welcomed(ws, welcome) {
     const before = new Set(this._members);
     const now = welcome.members;
-    this._members = now.slice();
-    this.room = welcome.room;
-    this.maxPayload = welcome.maxPayload;
-    this.resumed = Boolean(welcome.resume?.resumed);
-    // A server without resume sends no token: the next reconnection joins afresh.
-    this._resumeToken = welcome.resume?.token ?? "";
     this.stats.reconnects++;
-    this._attach(ws);
-    this._setState("connected", { resumed: this.resumed });
+    this._adopt(ws, welcome);
     const after = new Set(now);
     for (const name of before) {
       if (name !== this._self && !after.has(name)) this._push({ type: "left", name, reason: closeReason(CloseReason.unknown) });

@@ -76,6 +76,36 @@ RETRYABLE_GOODBYES = frozenset(
 WRITE_BATCH_BYTES = 64 * 1024
 
 
+def tls_context(tls: Union[None, bool, ssl.SSLContext]) -> Optional[ssl.SSLContext]:
+    """The ``tls`` argument as a context: ``True`` is
+    :func:`ssl.create_default_context`, ``None`` or ``False`` plain TCP."""
+    if tls is True:
+        return ssl.create_default_context()
+    if tls is False:
+        return None
+    return tls
+
+
+def room_list_frame(body: bytes, rooms: List[p.RoomInfo]) -> bool:
+    """Adds a ``ROOM_LIST`` frame's rooms to ``rooms``; True if it was the
+    last. Raises on a refusal or anything else."""
+    try:
+        frame = p.decode_server_frame(body)
+    except p.ProtocolViolation as e:
+        raise ConnectError("protocol error: %s" % e) from None
+    if isinstance(frame, p.RoomListFrame):
+        rooms.extend(frame.rooms)
+        return not frame.more
+    if isinstance(frame, p.Refused):
+        raise Refused(frame.reason, frame.text)
+    if isinstance(frame, p.Goodbye):
+        raise ConnectError(
+            "the server said GOODBYE %d (%s): %s"
+            % (frame.reason, frame.reason.describe(), frame.text)
+        )
+    raise ConnectError("expected ROOM_LIST, got %s" % p.frame_name(frame))
+
+
 @dataclass(frozen=True)
 class Options:
     """Tuning shared by both APIs (see ``Client.connect`` for each)."""
@@ -122,11 +152,15 @@ class Inbox:
         self._events.append(event)
 
     def _take_now(self, messages_only: bool) -> Optional[Event]:
+        """The next event, or None if none waits; once none waits and the
+        connection has ended, raises its end."""
         events = self._events
         while events:
             event = events.popleft()
             if not messages_only or isinstance(event, Message):
                 return event
+        if self.error is not None:
+            raise self.error.copy()
         return None
 
     def push(self, event: Event) -> None:
@@ -164,10 +198,7 @@ class ThreadInbox(Inbox):
 
     def poll(self, messages_only: bool) -> Optional[Event]:
         with self.cond:
-            event = self._take_now(messages_only)
-            if event is None and self.error is not None:
-                raise self.error.copy()
-            return event
+            return self._take_now(messages_only)
 
     def take(self, messages_only: bool, timeout: Optional[float]) -> Event:
         with self.cond:
@@ -176,8 +207,6 @@ class ThreadInbox(Inbox):
                 event = self._take_now(messages_only)
                 if event is not None:
                     return event
-                if self.error is not None:
-                    raise self.error.copy()
                 if deadline is None:
                     self.cond.wait()
                 else:
@@ -217,10 +246,7 @@ class AsyncInbox(Inbox):
         self._wake()
 
     def poll(self, messages_only: bool) -> Optional[Event]:
-        event = self._take_now(messages_only)
-        if event is None and self.error is not None:
-            raise self.error.copy()
-        return event
+        return self._take_now(messages_only)
 
     async def _wait(self, deadline: Optional[float]) -> bool:
         """Waits for a change until ``deadline`` (loop time); False if it
@@ -251,8 +277,6 @@ class AsyncInbox(Inbox):
             event = self._take_now(messages_only)
             if event is not None:
                 return event
-            if self.error is not None:
-                raise self.error.copy()
             if not await self._wait(deadline):
                 raise TimeoutError("nothing received within %.3g s" % timeout)
 
@@ -533,11 +557,7 @@ class Engine:
                     % (len(token), p.MAX_TOKEN_LEN)
                 )
         self.token = token
-        if tls is True:
-            tls = ssl.create_default_context()
-        elif tls is False:
-            tls = None
-        self.tls: Optional[ssl.SSLContext] = tls
+        self.tls = tls_context(tls)
         self.options = options.checked()
         self.keepalive = self.options.keepalive or None
         self.inbox = inbox

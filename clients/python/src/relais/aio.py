@@ -23,8 +23,8 @@ import ssl
 from typing import AsyncIterator, Generator, List, Optional, Union
 
 from . import protocol as p
-from ._engine import AsyncInbox, Engine, Event, Options
-from .errors import ConnectError, ConnectTimeout, Disconnected, Refused
+from ._engine import AsyncInbox, Engine, Event, Options, room_list_frame, tls_context
+from .errors import ConnectError, ConnectTimeout, Disconnected
 from .events import Message, State, Stats
 
 __all__ = ["AsyncClient", "connect", "list_rooms"]
@@ -204,14 +204,11 @@ async def list_rooms(
     timeout: float = 5.0,
 ) -> List[p.RoomInfo]:
     """The server's rooms (sorted by name) and their member counts."""
-    if tls is True:
-        tls = ssl.create_default_context()
-    elif tls is False:
-        tls = None
+    context = tls_context(tls)
 
     async def query() -> List[p.RoomInfo]:
         reader, writer = await asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None
+            host, port, ssl=context, server_hostname=host if context else None
         )
         try:
             writer.write(p.LIST_ROOMS_BYTES)
@@ -223,8 +220,7 @@ async def list_rooms(
                     raise ConnectError("the server closed the connection before the room list")
                 decoder.feed(data)
                 for body in decoder.frames():
-                    done = _room_list_frame(body, rooms)
-                    if done:
+                    if room_list_frame(body, rooms):
                         return rooms
         finally:
             writer.close()
@@ -236,22 +232,3 @@ async def list_rooms(
     except OSError as e:
         raise ConnectError("cannot connect to %s:%d: %s" % (host, port, e)) from e
 
-
-def _room_list_frame(body: bytes, rooms: List[p.RoomInfo]) -> bool:
-    """Adds a ``ROOM_LIST`` frame's rooms to ``rooms``; True if it was the
-    last. Raises on a refusal or anything else."""
-    try:
-        frame = p.decode_server_frame(body)
-    except p.ProtocolViolation as e:
-        raise ConnectError("protocol error: %s" % e) from None
-    if isinstance(frame, p.RoomListFrame):
-        rooms.extend(frame.rooms)
-        return not frame.more
-    if isinstance(frame, p.Refused):
-        raise Refused(frame.reason, frame.text)
-    if isinstance(frame, p.Goodbye):
-        raise ConnectError(
-            "the server said GOODBYE %d (%s): %s"
-            % (frame.reason, frame.reason.describe(), frame.text)
-        )
-    raise ConnectError("expected ROOM_LIST, got %s" % p.frame_name(frame))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import ssl
 import threading
+import time
 import weakref
 from typing import Iterator, List, Optional, Union
 
-from ._engine import Engine, Event, Options, ThreadInbox
+from . import protocol as p
+from ._engine import Engine, Event, Options, ThreadInbox, room_list_frame, tls_context
 from .errors import ConnectError, ConnectTimeout, Disconnected, Refused
 from .events import Message, State, Stats
 from .protocol import RoomInfo
@@ -302,16 +305,7 @@ def list_rooms(
     one-shot ``LIST_ROOMS`` connection. Raises :class:`relais.Refused`
     (e.g. server full), :class:`relais.ConnectTimeout` or
     :class:`relais.ConnectError`."""
-    import socket
-    import time
-
-    from . import protocol as p
-    from .aio import _room_list_frame
-
-    if tls is True:
-        tls = ssl.create_default_context()
-    elif tls is False:
-        tls = None
+    context = tls_context(tls)
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection((host, port), timeout)
@@ -320,8 +314,8 @@ def list_rooms(
     except OSError as e:
         raise ConnectError("cannot connect to %s:%d: %s" % (host, port, e)) from e
     try:
-        if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname=host)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=host)
         sock.sendall(p.LIST_ROOMS_BYTES)
         decoder = p.FrameDecoder(p.MAX_FRAME_LEN)
         rooms: List[RoomInfo] = []
@@ -335,7 +329,7 @@ def list_rooms(
                 raise ConnectError("the server closed the connection before the room list")
             decoder.feed(data)
             for body in decoder.frames():
-                if _room_list_frame(body, rooms):
+                if room_list_frame(body, rooms):
                     return rooms
     except socket.timeout:
         raise ConnectTimeout("timed out listing the rooms of %s:%d" % (host, port)) from None

@@ -95,16 +95,22 @@ def name_problem(name: str, what: str = "name") -> "str | None":
     return None
 
 
+def _checked(value: object, error: type, what: str) -> str:
+    """``value`` in NFC; raises ``error`` (:class:`relais.InvalidName` or
+    :class:`relais.InvalidRoom`) if it breaks the rule."""
+    if not isinstance(value, str):
+        raise error("%s must be a str, not %s" % (what, type(value).__name__), value)
+    nfc = unicodedata.normalize("NFC", value)
+    problem = name_problem(nfc, "name")
+    if problem:
+        raise error(problem, value)
+    return nfc
+
+
 def validate_name(name: str) -> str:
     """``name`` in NFC, the form the server registers and shows; raises
     :class:`relais.InvalidName` if it breaks the rule."""
-    if not isinstance(name, str):
-        raise InvalidName("name must be a str, not %s" % type(name).__name__, name)
-    nfc = unicodedata.normalize("NFC", name)
-    problem = name_problem(nfc, "name")
-    if problem:
-        raise InvalidName(problem, name)
-    return nfc
+    return _checked(name, InvalidName, "name")
 
 
 def validate_room(room: "str | None") -> str:
@@ -112,10 +118,4 @@ def validate_room(room: "str | None") -> str:
     :class:`relais.InvalidRoom` if it breaks the rule."""
     if room is None or room == "":
         return ""
-    if not isinstance(room, str):
-        raise InvalidRoom("room must be a str, not %s" % type(room).__name__, room)
-    nfc = unicodedata.normalize("NFC", room)
-    problem = name_problem(nfc, "name")
-    if problem:
-        raise InvalidRoom(problem, room)
-    return nfc
+    return _checked(room, InvalidRoom, "room")
