@@ -3,12 +3,13 @@
 //! [`Outbox`]; frames are encoded bytes.
 //!
 //! Locking: one mutex over the room registry, one per room. The registry
-//! lock is taken only to create or remove a room; joining, leaving and
-//! publishing take their room's lock, so rooms never contend with each
-//! other. Fan-out happens under the room lock, which makes "join +
-//! snapshot" and "publish" atomic with respect to each other: a late joiner
-//! gets every member's latest message exactly once, from the snapshot or
-//! live.
+//! lock is taken briefly to find or create a room (a join, a resume) and to
+//! remove one (taken before that room's lock, never inside it); publishing,
+//! and leaving a room that keeps a local member, take only their room's
+//! lock, so rooms never contend with each other. Fan-out happens under the
+//! room lock, which makes "join + snapshot" and "publish" atomic with
+//! respect to each other: a late joiner gets every member's latest message
+//! exactly once, from the snapshot or live.
 //!
 //! Seats and connections: a member's seat can outlive its connection. A
 //! member that joined with `FLAG_RESUME` and whose connection is lost is
@@ -29,12 +30,12 @@
 //! have no outbox, like parked ones, and get a local id too, so the
 //! outboxes' latest-wins slots work unchanged. A room exists on a node
 //! while it has local members; each of its local events (`JOINED`, `LEFT`,
-//! a message) gets the next number of the room's stream (its *epoch*, a
-//! number unique to this room on this node, and a sequence number) and goes
-//! to the cluster [`Link`]. Each other node's stream is applied in order
-//! ([`Relay::remote_event`]); a gap, or a stream not yet seen, makes the
-//! room wait for that node's snapshot of its members
-//! ([`Relay::remote_snapshot`]), holding what arrives meanwhile.
+//! and a message while another node may listen) gets the next number of the
+//! room's stream (its *epoch*, a number unique to this room on this node,
+//! and a sequence number) and goes to the cluster [`Link`]. Each other
+//! node's stream is applied in order ([`Relay::remote_event`]); a gap, or a
+//! stream not yet seen, makes the room wait for that node's snapshot of its
+//! members ([`Relay::remote_snapshot`]), holding what arrives meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -339,19 +340,14 @@ impl Relay {
     /// Removes `room` from the registry if it has no local member (its
     /// remote members go with it, unannounced: nobody here is left to tell).
     pub fn close_if_unused(&self, room: &RoomHandle) {
-        let mut rooms = lock(&self.rooms);
-        let mut st = lock(&room.0.state);
-        self.remove_if_unused(&mut rooms, &room.0, &mut st);
+        self.remove_if_unused(&room.0);
     }
 
-    fn remove_if_unused(
-        &self,
-        rooms: &mut HashMap<Arc<str>, Arc<Room>>,
-        room: &Arc<Room>,
-        st: &mut RoomState,
-    ) -> bool {
-        if room.removed.is_cancelled() || local_count(st) > 0 {
-            return false;
+    fn remove_if_unused(&self, room: &Arc<Room>) {
+        let mut rooms = lock(&self.rooms);
+        let mut st = lock(&room.state);
+        if room.removed.is_cancelled() || local_count(&st) > 0 {
+            return;
         }
         room.removed.cancel();
         let held: usize = st
@@ -367,7 +363,6 @@ impl Relay {
             rooms.remove(&room.name);
             self.metrics.rooms_changed(-1);
         }
-        true
     }
 
     /// Registers `name` in `room` (created if needed), with `outbox` as its
@@ -420,7 +415,7 @@ impl Relay {
         };
         if let Some(reason) = refusal {
             drop(st);
-            self.close_if_unused(&RoomHandle(room.clone()));
+            self.remove_if_unused(room);
             return Err(JoinError::Refused(reason));
         }
 
@@ -727,7 +722,7 @@ impl Relay {
         let unused = local_count(&st) == 0;
         drop(st);
         if unused {
-            self.close_if_unused(&RoomHandle(room.clone()));
+            self.remove_if_unused(room);
         }
         gone
     }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use relais_protocol::frames::kind;
 use relais_protocol::{
     normalize_name, normalize_room, ClientFrame, CloseReason, DecodeError, FrameError, Hello,
-    RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
+    NameError, RefuseReason, ServerFrame, DEFAULT_ROOM, MAX_FRAME_LEN, VERSION,
 };
 use tokio::time::Instant;
 use tracing::{debug, info, Instrument};
@@ -424,11 +424,7 @@ async fn admit(
     check_version(hello)?;
     let name =
         normalize_name(&hello.name).map_err(|e| (RefuseReason::InvalidName, e.to_string()))?;
-    let room = if hello.room.is_empty() {
-        DEFAULT_ROOM.to_string()
-    } else {
-        normalize_room(&hello.room).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?
-    };
+    let room = hello_room(hello).map_err(|e| (RefuseReason::InvalidRoom, e.to_string()))?;
     let seat = Seat {
         echo: hello.echo,
         resumable: hello.resume.is_some(),
@@ -459,11 +455,7 @@ fn resume(
     // Tokens are issued for registered names, which are valid: a name or
     // room that is not cannot match one.
     let name = normalize_name(&hello.name).map_err(|_| invalid())?;
-    let room = if hello.room.is_empty() {
-        DEFAULT_ROOM.to_string()
-    } else {
-        normalize_room(&hello.room).map_err(|_| invalid())?
-    };
+    let room = hello_room(hello).map_err(|_| invalid())?;
     let id = ctx
         .relay
         .resume_key()
@@ -475,6 +467,15 @@ fn resume(
     Ok(ctx
         .relay
         .resume(&room, &name, id, hello.echo, token.to_owned(), outbox))
+}
+
+/// The room a `HELLO` names, as registered: NFC, the default room if empty.
+fn hello_room(hello: &Hello) -> Result<String, NameError> {
+    if hello.room.is_empty() {
+        Ok(DEFAULT_ROOM.to_string())
+    } else {
+        normalize_room(&hello.room)
+    }
 }
 
 fn check_version(hello: &Hello) -> Result<(), (RefuseReason, String)> {
@@ -736,9 +737,9 @@ fn refusal(reason: RefuseReason, text: &str) -> Bytes {
     ServerFrame::Refused(reason, text.to_string()).to_bytes()
 }
 
-/// The answer to `LIST_ROOMS`: the rooms in as many `ROOM_LIST` frames as
+/// The answer to `LIST_ROOMS`: the rooms and their member counts (the
+/// whole cluster's on a cluster node) in as many `ROOM_LIST` frames as
 /// needed.
-/// The rooms and their member counts: the whole cluster's on a cluster node.
 async fn room_list(ctx: &ServerContext) -> Vec<Bytes> {
     /// Rooms per frame: 900 entries of at most 69 bytes fit in a frame.
     const PER_FRAME: usize = 900;
