@@ -285,7 +285,8 @@ pub fn write_cluster(w: &mut String, reports: &[Report], meta: &str) {
          Every number is the **median of the runs** of its row (one per round; *runs* says \
          how many); ratios are medians of ratios taken within one run (cross- vs same-node \
          pairs) or one round (setups run back to back, the order alternating by round). † a \
-         run of the row had its generator at ≥ 75 % of its core; ‡ other processes on the \
+         run of the row had its generator at ≥ 75 % of its core: the generator, not the \
+         servers, may have set that row's numbers; ‡ other processes on the \
          machine used ≥ 20 % of a core during a run of the row (the script waits for a \
          quiet machine and repeats such a run once).\n"
     );
