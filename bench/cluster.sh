@@ -18,8 +18,8 @@
 #                 single vs split vs spread (split with node B moved to the
 #                 generator's core).
 #
-#   bench/cluster.sh                      # 45 runs, D = 5 s: ~8 min measuring
-#   CLUSTER_ROUNDS=5 bench/cluster.sh     # 75 runs (~13 min)
+#   bench/cluster.sh                      # 45 runs, D = 5 s: ~7 min measuring
+#   CLUSTER_ROUNDS=5 bench/cluster.sh     # 75 runs (~11 min)
 #   CLUSTER_MEASURES=latency bench/cluster.sh   # 9 runs (~1.5 min)
 #
 # Before each run the script waits (at most CLUSTER_QUIET_WAIT s, default

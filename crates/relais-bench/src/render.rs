@@ -30,9 +30,9 @@ pub const SLOWLINK: &str = "slowlink";
 const SYSTEMS: [&str; 3] = ["relais", "nats", "redis"];
 
 /// p99 bound of the "largest room" target, in ms.
-const ROOM_P99_MS: f64 = 20.0;
+pub(crate) const ROOM_P99_MS: f64 = 20.0;
 /// Delivery ratio bound of the "largest room" target.
-const ROOM_DELIVERED: f64 = 0.99;
+pub(crate) const ROOM_DELIVERED: f64 = 0.99;
 /// Overload latency bound: two frames at 60 Hz, in ms.
 const OVERLOAD_P99_MS: f64 = 33.3;
 /// Slow-link target: relais's state age p99 at the reference rate, in ms.
@@ -77,7 +77,8 @@ fn matrix_sizes(reports: &[Report]) -> Vec<usize> {
     set.into_iter().collect()
 }
 
-fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+/// `v` with `digits` decimals, "–" for none.
+pub(crate) fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 

@@ -11,15 +11,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::render::{dagger_if, generator_bound};
+use crate::render::{dagger_if, fmt_opt, generator_bound, ROOM_DELIVERED, ROOM_P99_MS};
 use crate::report::{Latency, Report};
 
 /// Prefix of every cluster run's label.
 pub const PREFIX: &str = "cluster-";
-/// p99 bound of "holds a room", in ms (as the matrix's largest room).
-const ROOM_P99_MS: f64 = 20.0;
-/// Delivery ratio bound of "holds a room".
-const ROOM_DELIVERED: f64 = 0.99;
 /// A run is marked ‡ when other processes used this share of a core.
 const DISTURBED_CORES: f64 = 0.2;
 
@@ -227,10 +223,6 @@ fn pct(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{:.2}%", v * 100.0))
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-}
-
 /// A share of one core, in whole percent.
 fn share(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{:.0} %", v * 100.0))
@@ -293,7 +285,8 @@ pub fn write_cluster(w: &mut String, reports: &[Report], meta: &str) {
          Every number is the **median of the runs** of its row (one per round; *runs* says \
          how many); ratios are medians of ratios taken within one run (cross- vs same-node \
          pairs) or one round (setups run back to back, the order alternating by round). † a \
-         run of the row had its generator at ≥ 75 % of its core; ‡ other processes on the \
+         run of the row had its generator at ≥ 75 % of its core: the generator, not the \
+         servers, may have set that row's numbers; ‡ other processes on the \
          machine used ≥ 20 % of a core during a run of the row (the script waits for a \
          quiet machine and repeats such a run once).\n"
     );
@@ -363,10 +356,10 @@ fn write_hop(w: &mut String, reports: &[Report]) {
                     g.marks(),
                     g.runs.len(),
                     pct(g.median(|r| pairs(r, kind).map(|p| p.1))),
-                    num(g.median(lat(|l| l.p50)), 3),
+                    fmt_opt(g.median(lat(|l| l.p50)), 3),
                     g.spread(3, lat(|l| l.p99)),
-                    num(g.median(lat(|l| l.p999)), 3),
-                    num(g.median(lat(|l| l.max)), 3),
+                    fmt_opt(g.median(lat(|l| l.p999)), 3),
+                    fmt_opt(g.median(lat(|l| l.max)), 3),
                     share(g.median(generator_share)),
                 );
             }
@@ -468,10 +461,10 @@ fn write_cpu(w: &mut String, reports: &[Report]) {
                     (Some(a), Some(b)) => format!("{a:.3} / {b:.3}"),
                     _ => "–".into(),
                 },
-                num(nats, 3),
-                num(total, 3),
-                num(g.median(|r| Some(r.latency_ms.p50)), 2),
-                num(g.median(|r| Some(r.latency_ms.p99)), 2),
+                fmt_opt(nats, 3),
+                fmt_opt(total, 3),
+                fmt_opt(g.median(|r| Some(r.latency_ms.p50)), 2),
+                fmt_opt(g.median(|r| Some(r.latency_ms.p99)), 2),
                 match (split_p99(Pairs::Same), split_p99(Pairs::Cross)) {
                     (Some(a), Some(b)) if g.setup != Setup::OneNode => format!("{a:.2} / {b:.2}"),
                     _ => "–".into(),
@@ -565,10 +558,10 @@ fn write_size(w: &mut String, reports: &[Report]) {
                 g.marks(),
                 g.runs.len(),
                 pct(g.median(|r| Some(r.delivered_ratio))),
-                num(g.median(|r| Some(r.latency_ms.p50)), 2),
+                fmt_opt(g.median(|r| Some(r.latency_ms.p50)), 2),
                 g.spread(2, |r| Some(p99(r))),
-                num(g.median(|r| r.server_cpu_s_per_million), 3),
-                num(g.median(|r| r.cluster.as_ref()?.nats_cpu_s_per_million), 3),
+                fmt_opt(g.median(|r| r.server_cpu_s_per_million), 3),
+                fmt_opt(g.median(|r| r.cluster.as_ref()?.nats_cpu_s_per_million), 3),
                 share(g.median(generator_share)),
                 share(g.median(|r| r.other_cpu_s.map(|o| o / r.cpu_wall_s.max(1e-9)))),
                 if holds { "yes" } else { "no" },

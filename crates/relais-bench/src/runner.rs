@@ -324,14 +324,13 @@ struct Recorder {
     hists: [Histogram<u64>; 2],
     /// Deliveries received, by the same split.
     received_by: [u64; 2],
-    received: u64,
     bytes: u64,
     reordered: u64,
     /// Per sender: the sequence number expected next at the earliest.
     next_seq: Vec<u64>,
-    /// This client's node, and how many there are.
-    node: usize,
-    nodes: usize,
+    /// Per sender: the half of `hists` its deliveries go to ([`SAME`] or
+    /// [`CROSS`]), worked out once rather than per delivery.
+    pair_of: Vec<u8>,
 }
 
 /// Index of the same-node half of [`Recorder::hists`].
@@ -342,16 +341,38 @@ const CROSS: usize = 1;
 impl Recorder {
     /// The recorder of client `index` of `plan`.
     fn new(index: usize, plan: &Plan) -> Self {
+        let node = nodes::node_of(index, plan.nodes);
+        let pair_of = (0..plan.clients)
+            .map(|sender| {
+                let pair = if nodes::node_of(sender, plan.nodes) == node {
+                    SAME
+                } else {
+                    CROSS
+                };
+                pair as u8
+            })
+            .collect();
         Self {
             hists: [new_histogram(), new_histogram()],
             received_by: [0; 2],
-            received: 0,
             bytes: 0,
             reordered: 0,
             next_seq: vec![0; plan.clients],
-            node: nodes::node_of(index, plan.nodes),
-            nodes: plan.nodes,
+            pair_of,
         }
+    }
+
+    /// Deliveries received (measured window), both halves.
+    fn received(&self) -> u64 {
+        self.received_by[SAME] + self.received_by[CROSS]
+    }
+
+    /// Senders on this client's node (itself included).
+    fn same_node_senders(&self) -> u64 {
+        self.pair_of
+            .iter()
+            .filter(|&&p| usize::from(p) == SAME)
+            .count() as u64
     }
 
     /// Records one delivery (header `h`, `len` bytes) received at `now_ns`;
@@ -366,14 +387,9 @@ impl Recorder {
         }
         self.next_seq[sender] = h.seq + 1;
         let latency = now_ns.saturating_sub(h.sent_ns);
-        let pair = if nodes::node_of(sender, self.nodes) == self.node {
-            SAME
-        } else {
-            CROSS
-        };
+        let pair = usize::from(self.pair_of[sender]);
         self.hists[pair].saturating_record(latency.max(HIST_LOW_NS));
         self.received_by[pair] += 1;
-        self.received += 1;
         self.bytes += len as u64;
         Some(latency)
     }
@@ -620,7 +636,7 @@ fn summarize_reader(
     cpu_end: CpuSample,
 ) -> Report {
     let expected = w.reader_expected();
-    let received = o.rec.received;
+    let received = o.rec.received();
     let window = w.reader_window().as_secs_f64();
     let reader = ReaderReport {
         window_s: window,
@@ -641,9 +657,7 @@ fn summarize_reader(
     );
     if let Some(c) = &mut r.cluster {
         // The one reader's pairs: each sender with the reader.
-        let same = (0..w.clients)
-            .filter(|&s| nodes::node_of(s, servers.len()) == o.rec.node)
-            .count() as u64;
+        let same = o.rec.same_node_senders();
         let per_pair = w.measured_messages();
         fill_pairs(
             c,
@@ -718,8 +732,8 @@ fn base_report(
         .collect();
     let each = each.unwrap_or_default();
     let server_cpu_s = (!each.is_empty()).then(|| each.iter().sum::<f64>());
+    let nats_cpu_s = cpu_secs(cpu_start.nats_ticks, cpu_end.nats_ticks);
     let cluster = (servers.len() > 1 || w.nats_pid.is_some()).then(|| {
-        let nats_cpu_s = cpu_secs(cpu_start.nats_ticks, cpu_end.nats_ticks);
         ClusterReport {
             servers: servers.to_vec(),
             clients_per_server: match w.role {
@@ -739,7 +753,7 @@ fn base_report(
     // The machine's CPU time less every process measured: what the rest of
     // the machine did meanwhile (only where every process was measured).
     let nats = match w.nats_pid {
-        Some(_) => cpu_secs(cpu_start.nats_ticks, cpu_end.nats_ticks),
+        Some(_) => nats_cpu_s,
         None => Some(0.0),
     };
     let other_cpu_s = match (
@@ -786,7 +800,6 @@ fn summarize(
     cpu_start: CpuSample,
     cpu_end: CpuSample,
 ) -> Report {
-    let mut others = new_histogram();
     let mut stalled = new_histogram();
     // The clients that did not stall, split by pair (same, cross node).
     let mut split = [new_histogram(), new_histogram()];
@@ -797,7 +810,7 @@ fn summarize(
     let mut stall_report = None;
     for o in outcomes {
         sent += o.sent_measured;
-        received += o.rec.received;
+        received += o.rec.received();
         bytes += o.rec.bytes;
         reordered += o.rec.reordered;
         if let Some(e) = o.error {
@@ -809,17 +822,14 @@ fn summarize(
         received_by[SAME] += o.rec.received_by[SAME];
         received_by[CROSS] += o.rec.received_by[CROSS];
         let is_stalled = w.stall.as_ref().is_some_and(|s| s.client == o.index);
-        let target = if is_stalled {
-            &mut stalled
-        } else {
-            for (into, from) in split.iter_mut().zip(&o.rec.hists) {
-                into.add(from).expect("histograms share their bounds");
-            }
-            &mut others
-        };
-        target
-            .add(o.rec.all())
-            .expect("histograms share their bounds");
+        for (pair, from) in o.rec.hists.iter().enumerate() {
+            let into = if is_stalled {
+                &mut stalled
+            } else {
+                &mut split[pair]
+            };
+            into.add(from).expect("histograms share their bounds");
+        }
         if let (Some(s), Some(obs)) = (&w.stall, o.stall) {
             let mut ages: Vec<u64> = obs.first_age_ns.iter().flatten().copied().collect();
             ages.sort_unstable();
@@ -829,7 +839,7 @@ fn summarize(
                 at_s: s.at.as_secs_f64(),
                 stall_s: s.duration.as_secs_f64(),
                 stalled_latency_ms: Latency::from_histogram(&stalled.clone_correct(plan.period_ns)),
-                stalled_received: o.rec.received,
+                stalled_received: o.rec.received(),
                 first_after_resume_age_ms_p50: ages.get(ages.len() / 2).map_or(0.0, |&a| ms(a)),
                 first_after_resume_age_ms_max: ages.last().map_or(0.0, |&a| ms(a)),
                 stale_after_resume: obs.stale,
@@ -838,6 +848,11 @@ fn summarize(
         }
     }
 
+    // The clients that did not stall, both pairs together.
+    let mut others = split[SAME].clone();
+    others
+        .add(&split[CROSS])
+        .expect("histograms share their bounds");
     let expected = w.expected_deliveries();
     let undelivered = expected.saturating_sub(received);
     let mut base = base_report(system, servers, w, &cpu_start, &cpu_end, received, bytes);
@@ -859,5 +874,71 @@ fn summarize(
         errors,
         stall: stall_report,
         ..base
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(clients: usize, nodes: usize) -> Plan {
+        Plan {
+            clock: Clock::new(),
+            clients,
+            nodes,
+            payload_bytes: 64,
+            period_ns: 1_000_000,
+            start_ns: 0,
+            warmup_messages: 1,
+            total_messages: 10,
+            send_end_ns: 0,
+            deadline_ns: 0,
+            stall: None,
+        }
+    }
+
+    /// Every sender's measured message to `rec` once (sequence number 1).
+    fn one_from_each(rec: &mut Recorder, plan: &Plan) {
+        for sender in 0..plan.clients as u32 {
+            let h = Header {
+                sender,
+                seq: 1,
+                sent_ns: 0,
+            };
+            assert!(rec.record(h, 64, 1_000, plan).is_some());
+        }
+    }
+
+    #[test]
+    fn deliveries_split_by_the_senders_node() {
+        // 5 clients on 2 nodes: client 1 shares node 1 with client 3.
+        let two = plan(5, 2);
+        let mut rec = Recorder::new(1, &two);
+        one_from_each(&mut rec, &two);
+        // Warm-up messages and unknown senders are not recorded.
+        let warm_up = Header {
+            sender: 0,
+            seq: 0,
+            sent_ns: 0,
+        };
+        assert!(rec.record(warm_up, 64, 1_000, &two).is_none());
+        let stranger = Header {
+            sender: 9,
+            seq: 1,
+            sent_ns: 0,
+        };
+        assert!(rec.record(stranger, 64, 1_000, &two).is_none());
+        assert_eq!(rec.received_by, [2, 3]);
+        assert_eq!(rec.received(), 5);
+        assert_eq!(rec.same_node_senders(), 2);
+        assert_eq!(rec.hists[SAME].len(), 2);
+        assert_eq!(rec.hists[CROSS].len(), 3);
+
+        // One server: every delivery is same-node.
+        let one = plan(5, 1);
+        let mut rec = Recorder::new(3, &one);
+        one_from_each(&mut rec, &one);
+        assert_eq!(rec.received_by, [5, 0]);
+        assert_eq!(rec.same_node_senders(), 5);
     }
 }

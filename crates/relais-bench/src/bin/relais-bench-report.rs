@@ -1,5 +1,6 @@
 //! `relais-bench-report`: renders `BENCHMARKS.md` and its plots from the JSON
-//! reports `bench/compare.sh` and `bench/slowlink.sh` wrote.
+//! reports `bench/compare.sh`, `bench/slowlink.sh` and `bench/cluster.sh`
+//! wrote.
 //!
 //! ```text
 //! relais-bench-report --results bench/results --out BENCHMARKS.md \
