@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
-use relais_client_core::{Action, Core, Event, Options, Update};
+use relais_client_core::{Action, Core, Options, Update};
 use relais_protocol::frames::{encode_data, kind};
 use relais_protocol::{ClientFrame, FrameDecoder, MAX_FRAME_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,8 +56,6 @@ pub struct RelaisSub {
     decoder: FrameDecoder,
     owed_pongs: Arc<AtomicU32>,
     ended: bool,
-    /// Payloads that came in the handshake's reads, after the `WELCOME`.
-    early: Vec<Bytes>,
 }
 
 impl Adapter for RelaisAdapter {
@@ -69,7 +67,7 @@ impl Adapter for RelaisAdapter {
             .await
             .with_context(|| format!("connecting to relais at {}", self.addr))?;
         stream.set_nodelay(true)?;
-        let early = handshake(&mut stream, index, room).await?;
+        let buf = handshake(&mut stream, index, room).await?;
         let (read, write) = stream.into_split();
         let owed_pongs = Arc::new(AtomicU32::new(0));
         Ok((
@@ -80,11 +78,10 @@ impl Adapter for RelaisAdapter {
             },
             RelaisSub {
                 read,
-                buf: BytesMut::with_capacity(READ_CHUNK),
+                buf,
                 decoder: FrameDecoder::new(MAX_FRAME_LEN),
                 owed_pongs,
                 ended: false,
-                early,
             },
         ))
     }
@@ -92,8 +89,10 @@ impl Adapter for RelaisAdapter {
 
 /// Joins as `c{index}` with the client core (no keepalive, no reconnect:
 /// the generator answers pings itself, and a lost client is a failed run).
-/// Returns the payloads that arrived with the `WELCOME`.
-async fn handshake(stream: &mut TcpStream, index: usize, room: &str) -> anyhow::Result<Vec<Bytes>> {
+/// The core is fed one whole frame at a time up to the `WELCOME`, so what
+/// follows it, whole or cut short, stays in the returned buffer for the
+/// subscriber's own decoder.
+async fn handshake(stream: &mut TcpStream, index: usize, room: &str) -> anyhow::Result<BytesMut> {
     let mut options = Options::new(&format!("c{index}"));
     options.room = room.to_owned();
     options.keepalive = Duration::ZERO;
@@ -107,26 +106,22 @@ async fn handshake(stream: &mut TcpStream, index: usize, room: &str) -> anyhow::
     let mut out = BytesMut::new();
     core.poll_transmit(&mut out);
     stream.write_all(&out).await?;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut early = Vec::new();
-    let mut joined = false;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
     loop {
         while let Some(update) = core.poll_event() {
             match update {
-                Update::Joined { .. } => joined = true,
-                Update::Event(Event::Message(m)) => early.push(m.payload),
+                Update::Joined { .. } => return Ok(buf),
                 Update::Failed(e) => bail!("relais refused client {index}: {e}"),
                 _ => {}
             }
         }
-        if joined {
-            return Ok(early);
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            core.handle_eof(Instant::now());
-        } else {
-            core.handle_input(&buf[..n], Instant::now());
+        if let Some(body) = decoder.decode(&mut buf)? {
+            let len = u32::try_from(body.len())?;
+            core.handle_input(&len.to_be_bytes(), Instant::now());
+            core.handle_input(&body, Instant::now());
+        } else if stream.read_buf(&mut buf).await? == 0 {
+            bail!("relais closed the connection during the handshake");
         }
     }
 }
@@ -148,7 +143,6 @@ impl Publisher for RelaisPub {
 
 impl Subscriber for RelaisSub {
     async fn recv_batch(&mut self, out: &mut Vec<Bytes>) -> anyhow::Result<bool> {
-        out.append(&mut self.early);
         loop {
             while !self.ended {
                 let Some(body) = self.decoder.decode(&mut self.buf)? else {
@@ -183,5 +177,56 @@ impl Subscriber for RelaisSub {
                 return Ok(false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use relais_protocol::frames::encode_message;
+    use relais_protocol::{Resume, ServerFrame, Welcome, VERSION};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A message cut in two, its first half in the `WELCOME`'s write, reaches
+    /// the subscriber whole.
+    #[tokio::test]
+    async fn a_frame_cut_after_the_welcome_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (handshaken, rest_due) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = BytesMut::new();
+            let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+            while decoder.decode(&mut buf).unwrap().is_none() {
+                assert_ne!(socket.read_buf(&mut buf).await.unwrap(), 0, "no HELLO");
+            }
+            let welcome = ServerFrame::Welcome(Welcome {
+                version: VERSION,
+                max_payload: 1024,
+                room: "r".into(),
+                members: vec!["c0".into()],
+                resume: Some(Resume {
+                    resumed: false,
+                    token: "t".into(),
+                }),
+            });
+            let message = encode_message("a", b"hello");
+            let (head, tail) = message.split_at(message.len() / 2);
+            let mut first = BytesMut::from(&welcome.to_bytes()[..]);
+            first.extend_from_slice(head);
+            socket.write_all(&first).await.unwrap();
+            rest_due.await.unwrap();
+            socket.write_all(tail).await.unwrap();
+            socket
+        });
+        let adapter = RelaisAdapter::new(addr.to_string());
+        let (_publisher, mut subscriber) = adapter.connect(0, "r").await.unwrap();
+        handshaken.send(()).unwrap();
+        let mut out = Vec::new();
+        assert!(subscriber.recv_batch(&mut out).await.unwrap());
+        assert_eq!(out, vec![Bytes::from_static(b"hello")]);
+        drop(server.await.unwrap());
     }
 }
