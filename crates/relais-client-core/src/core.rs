@@ -74,6 +74,15 @@ pub struct Options {
     pub close_timeout: Duration,
 }
 
+/// A credential in `Debug` output: `<N bytes>`, never the bytes.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
 impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
@@ -81,7 +90,7 @@ impl std::fmt::Debug for Options {
             .field("room", &self.room)
             .field("echo", &self.echo)
             // A bearer credential: its length only.
-            .field("token", &self.token.as_ref().map(|t| t.len()))
+            .field("token", &self.token.as_ref().map(|t| Redacted(t.len())))
             .field("connect_timeout", &self.connect_timeout)
             .field("keepalive", &self.keepalive)
             .field("outbound_capacity", &self.outbound_capacity)
